@@ -1,0 +1,268 @@
+//! Exactly-once state: the last sequence applied per producer, and the event ids
+//! seen inside the dedup window.
+//!
+//! Event ids are remembered as 64-bit xxh3 digests with their expiry time: about
+//! 40 bytes of memory per remembered id (hash-set slot plus expiry-queue entry,
+//! measured in docs/STORAGE.md). Both maps are rebuilt from the checkpoint file
+//! and the WAL after a crash.
+
+use std::collections::VecDeque;
+
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use crate::coding::{crc32, put_i64, put_u16, put_u32, put_u64, Reader};
+
+/// Magic at the start of a dedup checkpoint file.
+pub const DEDUP_MAGIC: [u8; 8] = *b"TALLYDDP";
+/// Dedup checkpoint format version.
+pub const DEDUP_VERSION: u16 = 1;
+
+/// A 64-bit digest of a client's event id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EventId(pub u64);
+
+impl EventId {
+    /// Digests the id bytes a client sent (xxh3-64, stable across versions).
+    pub fn from_bytes(id: &[u8]) -> EventId {
+        EventId(xxhash_rust::xxh3::xxh3_64(id))
+    }
+}
+
+/// What a producer's last applied batch did, returned again for a retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ProducerState {
+    /// Highest sequence applied.
+    pub last_seq: u64,
+    /// Events counted by that batch.
+    pub applied: u32,
+    /// Events of that batch skipped as duplicate event ids.
+    pub duplicates: u32,
+    /// When the producer was last heard from (ms).
+    pub last_seen: i64,
+}
+
+/// Producer sequences and the event-id window.
+#[derive(Debug, Clone, Default)]
+pub struct DedupState {
+    producers: FxHashMap<u64, ProducerState>,
+    ids: FxHashSet<u64>,
+    expiry: VecDeque<(i64, u64)>,
+}
+
+impl DedupState {
+    /// Empty state.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// State of a producer, if remembered.
+    pub fn producer(&self, id: u64) -> Option<&ProducerState> {
+        self.producers.get(&id)
+    }
+
+    /// Records that `producer` applied `seq`.
+    pub fn record_producer(&mut self, producer: u64, state: ProducerState) {
+        let e = self.producers.entry(producer).or_default();
+        if state.last_seq >= e.last_seq {
+            *e = state;
+        }
+    }
+
+    /// Forgets event ids whose window has passed and producers idle too long.
+    pub fn expire(&mut self, now: i64, producer_idle_ms: i64) {
+        while let Some(&(exp, h)) = self.expiry.front() {
+            if exp > now {
+                break;
+            }
+            self.expiry.pop_front();
+            self.ids.remove(&h);
+        }
+        if !self.producers.is_empty() {
+            self.producers
+                .retain(|_, p| p.last_seen.saturating_add(producer_idle_ms) > now);
+        }
+    }
+
+    /// True if `id` was seen inside the window.
+    #[inline]
+    pub fn seen(&self, id: EventId) -> bool {
+        self.ids.contains(&id.0)
+    }
+
+    /// Remembers `id` until `expires` (ms). Returns false if it was already known.
+    #[inline]
+    pub fn remember(&mut self, id: EventId, expires: i64) -> bool {
+        if !self.ids.insert(id.0) {
+            return false;
+        }
+        // Keep the queue ordered even if a replayed record carries an older time.
+        match self.expiry.back() {
+            Some(&(last, _)) if last > expires => {
+                let at = self.expiry.partition_point(|(e, _)| *e <= expires);
+                self.expiry.insert(at, (expires, id.0));
+            }
+            _ => self.expiry.push_back((expires, id.0)),
+        }
+        true
+    }
+
+    /// Remembered event ids.
+    pub fn event_ids(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Remembered producers.
+    pub fn producers(&self) -> usize {
+        self.producers.len()
+    }
+
+    /// Approximate memory held.
+    pub fn approx_bytes(&self) -> usize {
+        self.ids.capacity() * 9
+            + self.expiry.capacity() * 16
+            + self.producers.capacity() * (8 + std::mem::size_of::<ProducerState>() + 1)
+    }
+
+    /// Serialises the state into a checkpoint file image.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(32 + self.producers.len() * 40 + self.expiry.len() * 16);
+        out.extend_from_slice(&DEDUP_MAGIC);
+        put_u16(&mut out, DEDUP_VERSION);
+        put_u16(&mut out, 0);
+        put_u64(&mut out, self.producers.len() as u64);
+        let mut producers: Vec<_> = self.producers.iter().collect();
+        producers.sort_unstable_by_key(|(id, _)| **id);
+        for (id, p) in producers {
+            put_u64(&mut out, *id);
+            put_u64(&mut out, p.last_seq);
+            put_u32(&mut out, p.applied);
+            put_u32(&mut out, p.duplicates);
+            put_i64(&mut out, p.last_seen);
+        }
+        put_u64(&mut out, self.expiry.len() as u64);
+        for (exp, h) in &self.expiry {
+            put_i64(&mut out, *exp);
+            put_u64(&mut out, *h);
+        }
+        let crc = crc32(&[&out]);
+        put_u32(&mut out, crc);
+        out
+    }
+
+    /// Parses a checkpoint file image; the error names the offset and the fault.
+    pub fn decode(bytes: &[u8]) -> Result<DedupState, (u64, String)> {
+        if bytes.len() < 16 + 4 {
+            return Err((0, "file too short".into()));
+        }
+        let (body, tail) = bytes.split_at(bytes.len() - 4);
+        let stored = u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]);
+        let crc = crc32(&[body]);
+        if crc != stored {
+            return Err((
+                body.len() as u64,
+                format!("checksum mismatch: stored {stored:#010x}, computed {crc:#010x}"),
+            ));
+        }
+        if body[..8] != DEDUP_MAGIC {
+            return Err((0, "bad magic: not a dedup checkpoint".into()));
+        }
+        let mut r = Reader::new(&body[8..]);
+        let e = |r: &Reader<'_>, f: crate::coding::DecodeFault| {
+            ((8 + r.position()) as u64, f.to_string())
+        };
+        let version = r.u16().map_err(|f| e(&r, f))?;
+        if version != DEDUP_VERSION {
+            return Err((
+                8,
+                format!("dedup format version {version}, this build reads {DEDUP_VERSION}"),
+            ));
+        }
+        r.u16().map_err(|f| e(&r, f))?;
+        let mut s = DedupState::new();
+        let n = r.u64().map_err(|f| e(&r, f))?;
+        if n.saturating_mul(32) > r.remaining() as u64 {
+            return Err((
+                (8 + r.position()) as u64,
+                "producer count exceeds the file".into(),
+            ));
+        }
+        for _ in 0..n {
+            let id = r.u64().map_err(|f| e(&r, f))?;
+            let p = ProducerState {
+                last_seq: r.u64().map_err(|f| e(&r, f))?,
+                applied: r.u32().map_err(|f| e(&r, f))?,
+                duplicates: r.u32().map_err(|f| e(&r, f))?,
+                last_seen: r.i64().map_err(|f| e(&r, f))?,
+            };
+            s.producers.insert(id, p);
+        }
+        let n = r.u64().map_err(|f| e(&r, f))?;
+        if n.saturating_mul(16) != r.remaining() as u64 {
+            return Err((
+                (8 + r.position()) as u64,
+                "event id count disagrees with the file size".into(),
+            ));
+        }
+        for _ in 0..n {
+            let exp = r.i64().map_err(|f| e(&r, f))?;
+            let h = r.u64().map_err(|f| e(&r, f))?;
+            s.remember(EventId(h), exp);
+        }
+        Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_expires_in_order_and_survives_encoding() {
+        let mut s = DedupState::new();
+        assert!(s.remember(EventId::from_bytes(b"a"), 100));
+        assert!(!s.remember(EventId::from_bytes(b"a"), 150));
+        assert!(s.remember(EventId::from_bytes(b"b"), 200));
+        s.record_producer(
+            7,
+            ProducerState {
+                last_seq: 3,
+                applied: 10,
+                duplicates: 1,
+                last_seen: 50,
+            },
+        );
+        s.record_producer(
+            7,
+            ProducerState {
+                last_seq: 2,
+                applied: 1,
+                duplicates: 0,
+                last_seen: 60,
+            },
+        );
+        assert_eq!(s.producer(7).map(|p| p.last_seq), Some(3));
+        let copy = DedupState::decode(&s.encode()).expect("round trip");
+        assert!(copy.seen(EventId::from_bytes(b"a")));
+        assert_eq!(copy.producer(7), s.producer(7));
+        let mut s = copy;
+        s.expire(100, 1000);
+        assert!(!s.seen(EventId::from_bytes(b"a")));
+        assert!(s.seen(EventId::from_bytes(b"b")));
+        s.expire(2000, 1000);
+        assert_eq!(s.producers(), 0);
+        assert_eq!(s.event_ids(), 0);
+    }
+
+    #[test]
+    fn damaged_checkpoints_are_refused() {
+        let mut s = DedupState::new();
+        s.remember(EventId(1), 5);
+        let bytes = s.encode();
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x10;
+            assert!(DedupState::decode(&b).is_err(), "flip at {i} not caught");
+        }
+        assert!(DedupState::decode(&bytes[..bytes.len() - 1]).is_err());
+    }
+}

@@ -1,0 +1,143 @@
+//! The engine's typed errors.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::series::SeriesError;
+
+/// Everything that can go wrong in the engine, each variant saying what and where.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What the engine was doing.
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+    /// Another process (or another engine in this one) holds the data directory.
+    #[error("data directory {path} is locked by another process (is a tallyd or tally-admin already using it?)")]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
+    /// The directory was written by an incompatible format version.
+    #[error("data directory {path} has format {found:?}; this build reads format {expected}")]
+    UnsupportedFormat {
+        /// The format file.
+        path: PathBuf,
+        /// What the file says.
+        found: String,
+        /// The version this build understands.
+        expected: u32,
+    },
+    /// Stored bytes fail a check: a checksum, a magic number, a length, a field.
+    #[error("corruption in {file} at offset {offset}: {reason}")]
+    Corrupt {
+        /// The damaged file.
+        file: PathBuf,
+        /// Byte offset of the damaged record, block or field.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A series key broke a naming rule.
+    #[error("event {index}: invalid series: {source}")]
+    InvalidSeries {
+        /// Position of the event in its batch (0 for a lone key).
+        index: usize,
+        /// The rule broken.
+        #[source]
+        source: SeriesError,
+    },
+    /// An event refers to a series id the engine never issued.
+    #[error("event {index}: unknown series id {id}")]
+    UnknownSeriesId {
+        /// Position of the event in its batch.
+        index: usize,
+        /// The id.
+        id: u32,
+    },
+    /// An event is older than every tier's retention.
+    #[error("event {index}: timestamp {ts} ms is older than every tier's retention (oldest accepted now: {oldest} ms)")]
+    TooOld {
+        /// Position of the event in its batch.
+        index: usize,
+        /// The event's timestamp.
+        ts: i64,
+        /// The oldest timestamp any tier accepts.
+        oldest: i64,
+    },
+    /// An event is further in the future than the allowed clock skew.
+    #[error("event {index}: timestamp {ts} ms is more than the allowed skew of {skew_ms} ms ahead of the server clock ({now} ms)")]
+    TooFarInFuture {
+        /// Position of the event in its batch.
+        index: usize,
+        /// The event's timestamp.
+        ts: i64,
+        /// The engine's clock.
+        now: i64,
+        /// The configured limit.
+        skew_ms: i64,
+    },
+    /// A batch holds more events than allowed.
+    #[error("batch of {events} events is larger than the limit of {max}")]
+    BatchTooLarge {
+        /// Events in the batch.
+        events: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A query is malformed (bad range, step, selector, limit).
+    #[error("invalid query: {0}")]
+    InvalidQuery(String),
+    /// Invalid engine options.
+    #[error("invalid option: {0}")]
+    InvalidOption(String),
+    /// Writes are refused after a failed fsync or write; reads still work.
+    #[error("writes are refused since an earlier failure could not be made durable: {reason}; restart to recover from the write-ahead log")]
+    Poisoned {
+        /// The original failure.
+        reason: String,
+    },
+    /// The engine is closed.
+    #[error("the storage engine is closed")]
+    Closed,
+}
+
+/// Shorthand for engine results.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Wraps an I/O error with the operation and path.
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Error {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// A corruption error at `offset` of `file`.
+    pub fn corrupt(file: impl Into<PathBuf>, offset: u64, reason: impl Into<String>) -> Error {
+        Error::Corrupt {
+            file: file.into(),
+            offset,
+            reason: reason.into(),
+        }
+    }
+
+    /// True if the error reports a full disk.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            Error::Io { source, .. } => source.raw_os_error() == Some(28),
+            Error::Poisoned { reason } => reason.contains("No space left"),
+            _ => false,
+        }
+    }
+}

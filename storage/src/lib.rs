@@ -1,0 +1,55 @@
+//! TallyDB's storage engine: exact counter rollups per minute, hour and day in an
+//! LSM-style store with a write-ahead log. Synchronous, owns one data directory,
+//! knows nothing of the network.
+//!
+//! A tour, in the order data flows:
+//! - [`series`]: series keys and their naming rules; [`dict`]: key <-> id and the
+//!   label index behind selectors.
+//! - [`engine`]: [`Engine`], the API used by the server and the tools: `apply`
+//!   batches (group commit), `range` / `total` / `top` / `series` queries, `flush`,
+//!   `compact`, `snapshot`, `close`.
+//! - [`wal`]: the write-ahead log (one checksummed record per batch) and its
+//!   recovery; [`dedup`]: producer sequences and event-id windows.
+//! - [`memtable`]: recent cells in memory; [`segment`]: immutable, checksummed,
+//!   compressed segment files read through `mmap`; [`manifest`]: the live set,
+//!   replaced atomically.
+//! - [`compaction`]: what to merge (a pure function) and the summing merge;
+//!   [`query`]: query types and the pure planner choosing tiers per time range.
+//! - [`cell`], [`time`]: cells, tiers, buckets, retention, clocks;
+//!   [`coding`]: byte encodings; [`fs`]: the file-access trait, with
+//!   [`testing::FaultFs`] to simulate crashes, failed I/O and full disks.
+//!
+//! File formats are specified byte by byte in `docs/STORAGE.md`.
+
+pub mod cell;
+pub mod coding;
+pub mod compaction;
+pub mod dedup;
+pub mod dict;
+pub mod engine;
+pub mod error;
+pub mod fs;
+pub mod manifest;
+pub mod memtable;
+pub mod options;
+pub mod query;
+pub mod segment;
+pub mod series;
+pub mod testing;
+pub mod time;
+pub mod wal;
+
+pub use cell::Cell;
+pub use dedup::EventId;
+pub use engine::{
+    ApplyOutcome, Batch, CompactOutcome, Engine, Event, FlushOutcome, ProducerSeq, RecoveryReport,
+    Stats,
+};
+pub use error::{Error, Result};
+pub use options::{FsyncPolicy, Options};
+pub use query::{
+    Agg, Group, Matcher, Provenance, RangeQuery, RangeResult, Selector, Step, TopEntry, TopQuery,
+    TopResult, TotalResult, Value,
+};
+pub use series::{SeriesError, SeriesKey};
+pub use time::{Clock, ManualClock, Retention, SystemClock, Tier};

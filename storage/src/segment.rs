@@ -1,0 +1,794 @@
+//! Immutable segment files: the cells of one tier, sorted by series then bucket,
+//! in checksummed, compressed, columnar blocks with a block index and a footer.
+//!
+//! Layout (little-endian; byte-exact description in docs/STORAGE.md):
+//! `header(24) | block* | index | footer(60)`. Readers map the file and verify the
+//! header, footer and index checksums at open, and each block's checksum every
+//! time the block is decoded. A reader touches only the blocks whose key range
+//! overlaps its query.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::cell::Cell;
+use crate::coding::{crc32, put_i64, put_ivarint, put_u16, put_u32, put_u64, put_uvarint, Reader};
+use crate::error::{Error, Result};
+use crate::fs::{FileSystem, Mapped, WritableFile};
+use crate::time::Tier;
+
+/// Magic at the start of every segment file.
+pub const SEGMENT_MAGIC: [u8; 8] = *b"TALLYSEG";
+/// Magic near the end of every segment file.
+pub const FOOTER_MAGIC: [u8; 8] = *b"TALLYEND";
+/// Segment format version written by this build.
+pub const SEGMENT_VERSION: u16 = 1;
+/// Header size in bytes.
+pub const HEADER_LEN: usize = 24;
+/// Footer size in bytes.
+pub const FOOTER_LEN: usize = 60;
+/// Block header size in bytes.
+pub const BLOCK_HEADER_LEN: usize = 17;
+/// Size of one block index entry in bytes.
+pub const INDEX_ENTRY_LEN: usize = 48;
+/// Cells per block before a new block starts.
+pub const BLOCK_CELLS: usize = 4096;
+/// Upper bound on a block's decompressed size, checked before allocating.
+pub const MAX_BLOCK_RAW: u32 = 64 << 20;
+
+/// Compression of one block's payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    /// Stored as is.
+    None = 0,
+    /// `lz4_flex` block format: fast, for hot minute and hour data.
+    Lz4 = 1,
+    /// zstd level 3: compact, for day and cold data.
+    Zstd = 2,
+}
+
+/// One cell with its coordinates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CellRow {
+    /// Series id from the dictionary.
+    pub series: u32,
+    /// Bucket index within the segment's tier.
+    pub bucket: i64,
+    /// The aggregate.
+    pub cell: Cell,
+}
+
+/// Index entry of one block: its key range and where it lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockMeta {
+    /// Series of the first cell.
+    pub first_series: u32,
+    /// Series of the last cell.
+    pub last_series: u32,
+    /// Bucket of the first cell.
+    pub first_bucket: i64,
+    /// Bucket of the last cell.
+    pub last_bucket: i64,
+    /// Largest bucket of any cell in the block.
+    pub max_bucket: i64,
+    /// Offset of the block header in the file.
+    pub offset: u64,
+    /// Bytes of header plus payload.
+    pub len: u32,
+    /// Cells in the block.
+    pub cells: u32,
+}
+
+/// Summary of a segment, kept in the manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentMeta {
+    /// Unique id; the file is `segments/<id as 16 hex digits>.seg`.
+    pub id: u64,
+    /// Tier of every cell in the file.
+    pub tier: Tier,
+    /// Cells in the file.
+    pub cells: u64,
+    /// Smallest bucket.
+    pub min_bucket: i64,
+    /// Largest bucket.
+    pub max_bucket: i64,
+    /// File size in bytes.
+    pub bytes: u64,
+}
+
+/// File name of segment `id` inside the segments directory.
+pub fn file_name(id: u64) -> String {
+    format!("{id:016x}.seg")
+}
+
+/// Parses a name made by [`file_name`].
+pub fn parse_file_name(name: &str) -> Option<u64> {
+    let hex = name.strip_suffix(".seg")?;
+    if hex.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok()
+}
+
+/// Writes a segment file block by block; cells must come in strictly increasing
+/// `(series, bucket)` order.
+pub struct SegmentWriter {
+    file: Box<dyn WritableFile>,
+    path: PathBuf,
+    id: u64,
+    tier: Tier,
+    cold_before: i64,
+    offset: u64,
+    pending: Vec<CellRow>,
+    index: Vec<BlockMeta>,
+    raw: Vec<u8>,
+    cells: u64,
+    series: u32,
+    last_series: Option<u32>,
+    last_key: Option<(u32, i64)>,
+    min_bucket: i64,
+    max_bucket: i64,
+}
+
+impl std::fmt::Debug for SegmentWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SegmentWriter")
+            .field("path", &self.path)
+            .field("cells", &self.cells)
+            .finish()
+    }
+}
+
+impl SegmentWriter {
+    /// Creates the file. Blocks whose newest bucket is older than `cold_before`
+    /// (and all day-tier blocks) are compressed with zstd, the rest with lz4.
+    pub fn create(
+        fs: &dyn FileSystem,
+        path: &Path,
+        id: u64,
+        tier: Tier,
+        cold_before: i64,
+    ) -> Result<SegmentWriter> {
+        let mut file = fs
+            .create(path)
+            .map_err(|e| Error::io("create segment", path, e))?;
+        let mut header = Vec::with_capacity(HEADER_LEN);
+        header.extend_from_slice(&SEGMENT_MAGIC);
+        put_u16(&mut header, SEGMENT_VERSION);
+        header.push(tier.index() as u8);
+        header.push(0);
+        put_u64(&mut header, id);
+        let crc = crc32(&[&header]);
+        put_u32(&mut header, crc);
+        file.write_all(&header)
+            .map_err(|e| Error::io("write segment", path, e))?;
+        Ok(SegmentWriter {
+            file,
+            path: path.to_path_buf(),
+            id,
+            tier,
+            cold_before,
+            offset: HEADER_LEN as u64,
+            pending: Vec::with_capacity(BLOCK_CELLS),
+            index: Vec::new(),
+            raw: Vec::new(),
+            cells: 0,
+            series: 0,
+            last_series: None,
+            last_key: None,
+            min_bucket: i64::MAX,
+            max_bucket: i64::MIN,
+        })
+    }
+
+    /// Appends one cell; keys must strictly increase.
+    pub fn push(&mut self, row: CellRow) -> Result<()> {
+        let key = (row.series, row.bucket);
+        if let Some(last) = self.last_key {
+            if key <= last {
+                return Err(Error::InvalidOption(format!(
+                    "segment writer: key {key:?} after {last:?} is out of order"
+                )));
+            }
+        }
+        self.last_key = Some(key);
+        if self.last_series != Some(row.series) {
+            self.series += 1;
+            self.last_series = Some(row.series);
+        }
+        self.min_bucket = self.min_bucket.min(row.bucket);
+        self.max_bucket = self.max_bucket.max(row.bucket);
+        self.cells += 1;
+        self.pending.push(row);
+        if self.pending.len() >= BLOCK_CELLS {
+            self.write_block()?;
+        }
+        Ok(())
+    }
+
+    /// Cells pushed so far.
+    pub fn cells(&self) -> u64 {
+        self.cells
+    }
+
+    fn write_block(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        encode_block(&self.pending, &mut self.raw);
+        let max_bucket = self.pending.iter().map(|r| r.bucket).max().unwrap_or(0);
+        let codec = if self.tier == Tier::Day || max_bucket < self.cold_before {
+            Codec::Zstd
+        } else {
+            Codec::Lz4
+        };
+        let payload: Vec<u8> = match codec {
+            Codec::None => self.raw.clone(),
+            Codec::Lz4 => lz4_flex::block::compress(&self.raw),
+            Codec::Zstd => zstd::bulk::compress(&self.raw, 3)
+                .map_err(|e| Error::io("compress block", &self.path, e))?,
+        };
+        let mut head = Vec::with_capacity(BLOCK_HEADER_LEN);
+        head.push(codec as u8);
+        put_u32(&mut head, self.raw.len() as u32);
+        put_u32(&mut head, self.pending.len() as u32);
+        put_u32(&mut head, payload.len() as u32);
+        let crc = crc32(&[&head, &payload]);
+        put_u32(&mut head, crc);
+        self.file
+            .write_all(&head)
+            .and_then(|_| self.file.write_all(&payload))
+            .map_err(|e| Error::io("write segment", &self.path, e))?;
+        let (first, last) = (self.pending[0], self.pending[self.pending.len() - 1]);
+        let len = (head.len() + payload.len()) as u32;
+        self.index.push(BlockMeta {
+            first_series: first.series,
+            last_series: last.series,
+            first_bucket: first.bucket,
+            last_bucket: last.bucket,
+            max_bucket,
+            offset: self.offset,
+            len,
+            cells: self.pending.len() as u32,
+        });
+        self.offset += u64::from(len);
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Writes the last block, the index and the footer, and fsyncs the file.
+    pub fn finish(mut self) -> Result<SegmentMeta> {
+        self.write_block()?;
+        let mut index = Vec::with_capacity(self.index.len() * INDEX_ENTRY_LEN);
+        for b in &self.index {
+            put_u32(&mut index, b.first_series);
+            put_u32(&mut index, b.last_series);
+            put_i64(&mut index, b.first_bucket);
+            put_i64(&mut index, b.last_bucket);
+            put_i64(&mut index, b.max_bucket);
+            put_u64(&mut index, b.offset);
+            put_u32(&mut index, b.len);
+            put_u32(&mut index, b.cells);
+        }
+        let (min_bucket, max_bucket) = if self.cells == 0 {
+            (0, 0)
+        } else {
+            (self.min_bucket, self.max_bucket)
+        };
+        let mut footer = Vec::with_capacity(FOOTER_LEN);
+        put_u64(&mut footer, self.offset);
+        put_u32(&mut footer, index.len() as u32);
+        put_u32(&mut footer, crc32(&[&index]));
+        put_u32(&mut footer, self.index.len() as u32);
+        put_u32(&mut footer, self.series);
+        put_u64(&mut footer, self.cells);
+        put_i64(&mut footer, min_bucket);
+        put_i64(&mut footer, max_bucket);
+        footer.extend_from_slice(&FOOTER_MAGIC);
+        let crc = crc32(&[&footer]);
+        put_u32(&mut footer, crc);
+        let path = self.path.clone();
+        self.file
+            .write_all(&index)
+            .and_then(|_| self.file.write_all(&footer))
+            .and_then(|_| self.file.sync())
+            .map_err(|e| Error::io("write segment", &path, e))?;
+        Ok(SegmentMeta {
+            id: self.id,
+            tier: self.tier,
+            cells: self.cells,
+            min_bucket,
+            max_bucket,
+            bytes: self.offset + (index.len() + footer.len()) as u64,
+        })
+    }
+}
+
+/// Shape of one cell, so unit and uniform increments cost no value bytes.
+const SHAPE_UNIT: u8 = 0; // every delta was 1: sum == count, min == max == 1
+const SHAPE_UNIFORM: u8 = 1; // every delta was d: one value column entry
+const SHAPE_GENERAL: u8 = 2; // sum, min, max in the value column
+
+/// Encodes cells column by column (runs, buckets, counts, shapes, values) so that
+/// similar bytes sit together for the compressor.
+fn encode_block(rows: &[CellRow], raw: &mut Vec<u8>) {
+    raw.clear();
+    let base = rows.iter().map(|r| r.bucket).min().unwrap_or(0);
+    put_i64(raw, base);
+    // Runs of equal series.
+    let mut runs: Vec<(u32, u32)> = Vec::new();
+    for r in rows {
+        match runs.last_mut() {
+            Some((s, n)) if *s == r.series => *n += 1,
+            _ => runs.push((r.series, 1)),
+        }
+    }
+    put_uvarint(raw, runs.len() as u64);
+    let mut prev = 0u32;
+    for (i, (s, n)) in runs.iter().enumerate() {
+        put_uvarint(raw, u64::from(if i == 0 { *s } else { s - prev }));
+        put_uvarint(raw, u64::from(*n));
+        prev = *s;
+    }
+    // Buckets: first of a run relative to the block base, then gaps minus one.
+    let mut i = 0;
+    for (_, n) in &runs {
+        let run = &rows[i..i + *n as usize];
+        put_uvarint(raw, (run[0].bucket - base) as u64);
+        for w in run.windows(2) {
+            put_uvarint(raw, (w[1].bucket - w[0].bucket - 1) as u64);
+        }
+        i += *n as usize;
+    }
+    for r in rows {
+        put_uvarint(raw, r.cell.count);
+    }
+    let shape = |c: &Cell| {
+        if c.min == 1 && c.max == 1 && c.sum as u64 == c.count {
+            SHAPE_UNIT
+        } else if c.min == c.max && c.sum == c.min.wrapping_mul(c.count as i64) {
+            SHAPE_UNIFORM
+        } else {
+            SHAPE_GENERAL
+        }
+    };
+    for r in rows {
+        raw.push(shape(&r.cell));
+    }
+    for r in rows {
+        match shape(&r.cell) {
+            SHAPE_UNIT => {}
+            SHAPE_UNIFORM => put_ivarint(raw, r.cell.min),
+            _ => {
+                put_ivarint(raw, r.cell.sum);
+                put_ivarint(raw, r.cell.min);
+                put_ivarint(raw, r.cell.max);
+            }
+        }
+    }
+}
+
+/// Decodes a block's raw payload; `what` names the block for errors.
+fn decode_block(raw: &[u8], cells: u32, out: &mut Vec<CellRow>) -> std::result::Result<(), String> {
+    out.clear();
+    let mut r = Reader::new(raw);
+    let f = |e: crate::coding::DecodeFault| e.to_string();
+    let base = r.i64().map_err(f)?;
+    let nruns = r.count(2).map_err(f)?;
+    let mut runs = Vec::with_capacity(nruns);
+    let mut series = 0u32;
+    let mut total = 0usize;
+    for i in 0..nruns {
+        let d = r.uvarint32().map_err(f)?;
+        series = if i == 0 {
+            d
+        } else {
+            series
+                .checked_add(d)
+                .filter(|_| d > 0)
+                .ok_or("series ids not increasing")?
+        };
+        let n = r.uvarint32().map_err(f)? as usize;
+        if n == 0 {
+            return Err("empty series run".into());
+        }
+        total = total.checked_add(n).ok_or("cell count overflow")?;
+        runs.push((series, n));
+    }
+    if total != cells as usize {
+        return Err(format!(
+            "block declares {cells} cells but its runs hold {total}"
+        ));
+    }
+    if total > r.remaining() {
+        return Err("cell count larger than the block".into());
+    }
+    out.reserve(total);
+    for (s, n) in runs {
+        let mut bucket = base
+            .checked_add(i64::try_from(r.uvarint().map_err(f)?).map_err(|_| "bucket overflow")?)
+            .ok_or("bucket overflow")?;
+        for k in 0..n {
+            if k > 0 {
+                let gap = i64::try_from(r.uvarint().map_err(f)?).map_err(|_| "bucket overflow")?;
+                bucket = bucket
+                    .checked_add(gap)
+                    .and_then(|b| b.checked_add(1))
+                    .ok_or("bucket overflow")?;
+            }
+            out.push(CellRow {
+                series: s,
+                bucket,
+                cell: Cell::of(0),
+            });
+        }
+    }
+    for row in out.iter_mut() {
+        row.cell.count = r.uvarint().map_err(f)?;
+    }
+    let shapes = r.take(total).map_err(f)?;
+    for (row, shape) in out.iter_mut().zip(shapes) {
+        let c = &mut row.cell;
+        match *shape {
+            SHAPE_UNIT => {
+                c.sum = c.count as i64;
+                c.min = 1;
+                c.max = 1;
+            }
+            SHAPE_UNIFORM => {
+                let d = r.ivarint().map_err(f)?;
+                c.sum = d.wrapping_mul(c.count as i64);
+                c.min = d;
+                c.max = d;
+            }
+            SHAPE_GENERAL => {
+                c.sum = r.ivarint().map_err(f)?;
+                c.min = r.ivarint().map_err(f)?;
+                c.max = r.ivarint().map_err(f)?;
+            }
+            other => return Err(format!("unknown cell shape {other}")),
+        }
+    }
+    if !r.is_empty() {
+        return Err(format!("{} trailing bytes in block", r.remaining()));
+    }
+    Ok(())
+}
+
+/// An open, verified, memory-mapped segment.
+pub struct Segment {
+    path: PathBuf,
+    map: Mapped,
+    meta: SegmentMeta,
+    blocks: Vec<BlockMeta>,
+    series_count: u32,
+}
+
+impl std::fmt::Debug for Segment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Segment")
+            .field("path", &self.path)
+            .field("meta", &self.meta)
+            .finish()
+    }
+}
+
+impl Segment {
+    /// Maps `path` and checks its header, footer and index.
+    pub fn open(fs: &dyn FileSystem, path: &Path) -> Result<Arc<Segment>> {
+        let map = fs
+            .map(path)
+            .map_err(|e| Error::io("open segment", path, e))?;
+        Self::from_bytes(path, map).map(Arc::new)
+    }
+
+    /// Parses an already-loaded segment image.
+    pub fn from_bytes(path: &Path, map: Mapped) -> Result<Segment> {
+        let bytes: &[u8] = (*map).as_ref();
+        let bad = |offset: usize, reason: String| Error::corrupt(path, offset as u64, reason);
+        if bytes.len() < HEADER_LEN + FOOTER_LEN {
+            return Err(bad(
+                0,
+                format!("file of {} bytes is too short for a segment", bytes.len()),
+            ));
+        }
+        let header = &bytes[..HEADER_LEN];
+        let stored = u32::from_le_bytes([header[20], header[21], header[22], header[23]]);
+        let crc = crc32(&[&header[..20]]);
+        if crc != stored {
+            return Err(bad(
+                0,
+                format!("header checksum mismatch: stored {stored:#010x}, computed {crc:#010x}"),
+            ));
+        }
+        if header[..8] != SEGMENT_MAGIC {
+            return Err(bad(0, "bad magic: not a segment file".into()));
+        }
+        let mut r = Reader::new(&header[8..20]);
+        let version = r.u16().map_err(|e| bad(8, e.to_string()))?;
+        if version != SEGMENT_VERSION {
+            return Err(bad(
+                8,
+                format!("segment format version {version}, this build reads {SEGMENT_VERSION}"),
+            ));
+        }
+        let tier = Tier::from_index(r.u8().map_err(|e| bad(10, e.to_string()))?)
+            .ok_or_else(|| bad(10, "unknown tier".into()))?;
+        let _flags = r.u8().map_err(|e| bad(11, e.to_string()))?;
+        let id = r.u64().map_err(|e| bad(12, e.to_string()))?;
+
+        let foot_at = bytes.len() - FOOTER_LEN;
+        let footer = &bytes[foot_at..];
+        let stored = u32::from_le_bytes([footer[56], footer[57], footer[58], footer[59]]);
+        let crc = crc32(&[&footer[..56]]);
+        if crc != stored {
+            return Err(bad(
+                foot_at,
+                format!("footer checksum mismatch: stored {stored:#010x}, computed {crc:#010x}"),
+            ));
+        }
+        if footer[48..56] != FOOTER_MAGIC {
+            return Err(bad(foot_at + 48, "bad footer magic".into()));
+        }
+        let fe = |e: crate::coding::DecodeFault| bad(foot_at, e.to_string());
+        let mut r = Reader::new(footer);
+        let index_offset = r.u64().map_err(fe)?;
+        let index_len = r.u32().map_err(fe)?;
+        let index_crc = r.u32().map_err(fe)?;
+        let block_count = r.u32().map_err(fe)?;
+        let series_count = r.u32().map_err(fe)?;
+        let cells = r.u64().map_err(fe)?;
+        let min_bucket = r.i64().map_err(fe)?;
+        let max_bucket = r.i64().map_err(fe)?;
+        let index_end = index_offset
+            .checked_add(u64::from(index_len))
+            .filter(|end| *end == foot_at as u64 && index_offset >= HEADER_LEN as u64)
+            .ok_or_else(|| {
+                bad(
+                    foot_at,
+                    "index position disagrees with the file size".into(),
+                )
+            })?;
+        if u64::from(block_count) * INDEX_ENTRY_LEN as u64 != u64::from(index_len) {
+            return Err(bad(
+                foot_at,
+                "index length disagrees with the block count".into(),
+            ));
+        }
+        let index = &bytes[index_offset as usize..index_end as usize];
+        let crc = crc32(&[index]);
+        if crc != index_crc {
+            return Err(bad(
+                index_offset as usize,
+                format!(
+                    "block index checksum mismatch: stored {index_crc:#010x}, computed {crc:#010x}"
+                ),
+            ));
+        }
+        let mut r = Reader::new(index);
+        let mut blocks = Vec::with_capacity(block_count as usize);
+        let mut expected_offset = HEADER_LEN as u64;
+        let mut total_cells = 0u64;
+        for i in 0..block_count as usize {
+            let ie = |e: crate::coding::DecodeFault| {
+                bad(index_offset as usize + i * INDEX_ENTRY_LEN, e.to_string())
+            };
+            let b = BlockMeta {
+                first_series: r.u32().map_err(ie)?,
+                last_series: r.u32().map_err(ie)?,
+                first_bucket: r.i64().map_err(ie)?,
+                last_bucket: r.i64().map_err(ie)?,
+                max_bucket: r.i64().map_err(ie)?,
+                offset: r.u64().map_err(ie)?,
+                len: r.u32().map_err(ie)?,
+                cells: r.u32().map_err(ie)?,
+            };
+            if b.offset != expected_offset || (b.len as usize) < BLOCK_HEADER_LEN {
+                return Err(bad(
+                    index_offset as usize + i * INDEX_ENTRY_LEN,
+                    "block offsets are not contiguous".into(),
+                ));
+            }
+            expected_offset += u64::from(b.len);
+            total_cells += u64::from(b.cells);
+            blocks.push(b);
+        }
+        if expected_offset != index_offset || total_cells != cells {
+            return Err(bad(
+                index_offset as usize,
+                "block index disagrees with the footer".into(),
+            ));
+        }
+        let bytes_len = bytes.len() as u64;
+        Ok(Segment {
+            path: path.to_path_buf(),
+            map,
+            meta: SegmentMeta {
+                id,
+                tier,
+                cells,
+                min_bucket,
+                max_bucket,
+                bytes: bytes_len,
+            },
+            blocks,
+            series_count,
+        })
+    }
+
+    /// The segment's summary.
+    pub fn meta(&self) -> &SegmentMeta {
+        &self.meta
+    }
+
+    /// The file path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The block index.
+    pub fn blocks(&self) -> &[BlockMeta] {
+        &self.blocks
+    }
+
+    /// Distinct series in the segment.
+    pub fn series_count(&self) -> u32 {
+        self.series_count
+    }
+
+    /// The raw bytes of the whole file (for snapshots).
+    pub fn bytes(&self) -> &[u8] {
+        (*self.map).as_ref()
+    }
+
+    /// Verifies and decodes block `i` into `out`.
+    pub fn read_block(&self, i: usize, out: &mut Vec<CellRow>) -> Result<()> {
+        let b = self
+            .blocks
+            .get(i)
+            .ok_or_else(|| Error::corrupt(&self.path, 0, format!("no block {i}")))?;
+        let bytes = self.bytes();
+        let at = b.offset as usize;
+        let bad = |reason: String| Error::corrupt(&self.path, b.offset, reason);
+        let block = bytes
+            .get(at..at + b.len as usize)
+            .ok_or_else(|| bad("block past the end of the file".into()))?;
+        let mut r = Reader::new(block);
+        let codec = r.u8().map_err(|e| bad(e.to_string()))?;
+        let raw_len = r.u32().map_err(|e| bad(e.to_string()))?;
+        let cells = r.u32().map_err(|e| bad(e.to_string()))?;
+        let payload_len = r.u32().map_err(|e| bad(e.to_string()))?;
+        let stored = r.u32().map_err(|e| bad(e.to_string()))?;
+        let payload = &block[BLOCK_HEADER_LEN..];
+        let crc = crc32(&[&block[..BLOCK_HEADER_LEN - 4], payload]);
+        if crc != stored {
+            return Err(bad(format!(
+                "block checksum mismatch: stored {stored:#010x}, computed {crc:#010x}"
+            )));
+        }
+        if payload_len as usize != payload.len() || cells != b.cells || raw_len > MAX_BLOCK_RAW {
+            return Err(bad("block header disagrees with the index".into()));
+        }
+        let raw: std::borrow::Cow<'_, [u8]> = match codec {
+            0 => payload.into(),
+            1 => lz4_flex::block::decompress(payload, raw_len as usize)
+                .map_err(|e| bad(format!("lz4: {e}")))?
+                .into(),
+            2 => zstd::bulk::decompress(payload, raw_len as usize)
+                .map_err(|e| bad(format!("zstd: {e}")))?
+                .into(),
+            other => return Err(bad(format!("unknown codec {other}"))),
+        };
+        if raw.len() != raw_len as usize {
+            return Err(bad("decompressed size differs from the header".into()));
+        }
+        decode_block(&raw, cells, out).map_err(bad)?;
+        let (first, last) = match (out.first(), out.last()) {
+            (Some(f), Some(l)) => (f, l),
+            _ => return Err(bad("empty block".into())),
+        };
+        if (first.series, first.bucket) != (b.first_series, b.first_bucket)
+            || (last.series, last.bucket) != (b.last_series, b.last_bucket)
+        {
+            return Err(bad("block contents disagree with the index".into()));
+        }
+        Ok(())
+    }
+
+    /// Index of the first block that may hold `(series, bucket)` or a later key.
+    pub fn first_block_at_or_after(&self, series: u32, bucket: i64) -> usize {
+        self.blocks
+            .partition_point(|b| (b.last_series, b.last_bucket) < (series, bucket))
+    }
+
+    /// Calls `f` for every cell of `series` with bucket in `from..to`, reading only
+    /// the blocks that overlap. `scratch` is reused across calls.
+    pub fn scan_series(
+        &self,
+        series: u32,
+        from: i64,
+        to: i64,
+        scratch: &mut BlockCache,
+        f: &mut dyn FnMut(i64, &Cell),
+    ) -> Result<()> {
+        if from >= to || to <= self.meta.min_bucket || from > self.meta.max_bucket {
+            return Ok(());
+        }
+        let mut i = self.first_block_at_or_after(series, from);
+        while let Some(b) = self.blocks.get(i) {
+            if (b.first_series, b.first_bucket) >= (series, to) {
+                break;
+            }
+            let rows = scratch.get(self, i)?;
+            let start = rows.partition_point(|r| (r.series, r.bucket) < (series, from));
+            for r in &rows[start..] {
+                if (r.series, r.bucket) >= (series, to) {
+                    return Ok(());
+                }
+                f(r.bucket, &r.cell);
+            }
+            i += 1;
+        }
+        Ok(())
+    }
+
+    /// Iterates every cell in key order, block by block.
+    pub fn iter(self: &Arc<Self>) -> SegmentIter {
+        SegmentIter {
+            seg: Arc::clone(self),
+            block: 0,
+            rows: Vec::new(),
+            pos: 0,
+        }
+    }
+}
+
+/// Remembers the last decoded block of one segment, so a scan over increasing
+/// series decodes each block once.
+#[derive(Debug, Default)]
+pub struct BlockCache {
+    key: Option<(u64, usize)>,
+    rows: Vec<CellRow>,
+}
+
+impl BlockCache {
+    /// The decoded rows of block `i` of `seg`.
+    pub fn get(&mut self, seg: &Segment, i: usize) -> Result<&[CellRow]> {
+        let key = (seg.meta.id, i);
+        if self.key != Some(key) {
+            self.key = None;
+            seg.read_block(i, &mut self.rows)?;
+            self.key = Some(key);
+        }
+        Ok(&self.rows)
+    }
+}
+
+/// Every cell of a segment in key order.
+#[derive(Debug)]
+pub struct SegmentIter {
+    seg: Arc<Segment>,
+    block: usize,
+    rows: Vec<CellRow>,
+    pos: usize,
+}
+
+impl Iterator for SegmentIter {
+    type Item = Result<CellRow>;
+    fn next(&mut self) -> Option<Self::Item> {
+        while self.pos >= self.rows.len() {
+            if self.block >= self.seg.blocks.len() {
+                return None;
+            }
+            if let Err(e) = self.seg.read_block(self.block, &mut self.rows) {
+                self.block = self.seg.blocks.len();
+                self.rows.clear();
+                return Some(Err(e));
+            }
+            self.block += 1;
+            self.pos = 0;
+        }
+        let r = self.rows[self.pos];
+        self.pos += 1;
+        Some(Ok(r))
+    }
+}
