@@ -162,6 +162,13 @@ impl<'a> Reader<'a> {
     /// Reads an unsigned LEB128 varint.
     #[inline]
     pub fn uvarint(&mut self) -> Result<u64, DecodeFault> {
+        // Fast path: most varints in cell columns are one byte.
+        if let Some(&b) = self.buf.get(self.pos) {
+            if b < 0x80 {
+                self.pos += 1;
+                return Ok(u64::from(b));
+            }
+        }
         let mut v: u64 = 0;
         let mut shift = 0u32;
         loop {

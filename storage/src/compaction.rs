@@ -116,10 +116,14 @@ pub fn choose(
 
 /// Merges several segments' cells in key order, summing equal keys and dropping
 /// buckets below `keep_from`.
+///
+/// The input that produced the last cell stays out of the heap while its next key
+/// is still the smallest, so runs of one series' buckets skip the heap entirely.
 pub struct MergeIter {
     iters: Vec<SegmentIter>,
     heap: BinaryHeap<Reverse<((u32, i64), usize)>>,
     heads: Vec<Option<CellRow>>,
+    cur: Option<usize>,
     keep_from: i64,
     started: bool,
 }
@@ -132,6 +136,10 @@ impl std::fmt::Debug for MergeIter {
     }
 }
 
+fn key(r: &CellRow) -> (u32, i64) {
+    (r.series, r.bucket)
+}
+
 impl MergeIter {
     /// A merge over `segments`.
     pub fn new(segments: &[Arc<Segment>], keep_from: i64) -> Self {
@@ -139,19 +147,47 @@ impl MergeIter {
             iters: segments.iter().map(|s| s.iter()).collect(),
             heap: BinaryHeap::new(),
             heads: vec![None; segments.len()],
+            cur: None,
             keep_from,
             started: false,
         }
     }
 
+    /// Loads the next cell of input `i` into its head slot (not into the heap).
     fn advance(&mut self, i: usize) -> Result<()> {
-        self.heads[i] = None;
-        if let Some(r) = self.iters[i].next() {
-            let r = r?;
-            self.heap.push(Reverse(((r.series, r.bucket), i)));
-            self.heads[i] = Some(r);
-        }
+        self.heads[i] = self.iters[i].next().transpose()?;
         Ok(())
+    }
+
+    fn min_key(&self) -> Option<(u32, i64)> {
+        let cur = self.cur.and_then(|i| self.heads[i].as_ref()).map(key);
+        let heap = self.heap.peek().map(|Reverse((k, _))| *k);
+        match (cur, heap) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn take_min(&mut self) -> Result<Option<CellRow>> {
+        let cur = self.cur.and_then(|i| self.heads[i].map(|r| (i, r)));
+        let heap = self.heap.peek().map(|Reverse((k, _))| *k);
+        let i = match (cur, heap) {
+            (Some((i, r)), h) if h.is_none_or(|h| key(&r) <= h) => i,
+            (_, Some(_)) => {
+                let Some(Reverse((_, j))) = self.heap.pop() else {
+                    return Ok(None);
+                };
+                if let Some((i, r)) = cur {
+                    self.heap.push(Reverse((key(&r), i)));
+                }
+                self.cur = Some(j);
+                j
+            }
+            _ => return Ok(None),
+        };
+        let row = self.heads[i];
+        self.advance(i)?;
+        Ok(row)
     }
 
     fn next_row(&mut self) -> Result<Option<CellRow>> {
@@ -159,25 +195,19 @@ impl MergeIter {
             self.started = true;
             for i in 0..self.iters.len() {
                 self.advance(i)?;
+                if let Some(r) = self.heads[i] {
+                    self.heap.push(Reverse((key(&r), i)));
+                }
             }
         }
         loop {
-            let Some(Reverse((key, i))) = self.heap.pop() else {
+            let Some(mut row) = self.take_min()? else {
                 return Ok(None);
             };
-            let Some(mut row) = self.heads[i] else {
-                return Ok(None);
-            };
-            self.advance(i)?;
-            while let Some(Reverse((k, j))) = self.heap.peek().copied() {
-                if k != key {
-                    break;
-                }
-                self.heap.pop();
-                if let Some(other) = self.heads[j] {
+            while self.min_key() == Some(key(&row)) {
+                if let Some(other) = self.take_min()? {
                     row.cell.merge(&other.cell);
                 }
-                self.advance(j)?;
             }
             if row.bucket >= self.keep_from {
                 return Ok(Some(row));
@@ -196,7 +226,55 @@ impl Iterator for MergeIter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cell::Cell;
+    use crate::segment::SegmentWriter;
+    use crate::testing::FaultFs;
     use crate::time::MINUTE_MS;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    fn segment_of(fs: &FaultFs, id: u64, cells: &BTreeMap<(u32, i64), i64>) -> Arc<Segment> {
+        let path = format!("{id}.seg");
+        let mut w =
+            SegmentWriter::create(fs, Path::new(&path), id, Tier::Minute, 0).expect("create");
+        for ((series, bucket), d) in cells {
+            w.push(CellRow {
+                series: *series,
+                bucket: *bucket,
+                cell: Cell::of(*d),
+            })
+            .expect("push");
+        }
+        w.finish().expect("finish");
+        Segment::open(fs, Path::new(&path)).expect("open")
+    }
+
+    proptest! {
+        #[test]
+        fn merge_sums_equal_keys_like_a_map(
+            inputs in prop::collection::vec(
+                prop::collection::btree_map((0u32..20, 0i64..50), -5i64..5, 0..200), 1..6),
+            keep_from in 0i64..10,
+        ) {
+            let fs = FaultFs::new();
+            let segs: Vec<Arc<Segment>> = inputs.iter().enumerate().map(|(i, m)| segment_of(&fs, i as u64 + 1, m)).collect();
+            let mut model: BTreeMap<(u32, i64), Cell> = BTreeMap::new();
+            for m in &inputs {
+                for (k, d) in m {
+                    if k.1 >= keep_from {
+                        model.entry(*k).and_modify(|c| c.merge(&Cell::of(*d))).or_insert(Cell::of(*d));
+                    }
+                }
+            }
+            let merged: Vec<((u32, i64), Cell)> = MergeIter::new(&segs, keep_from)
+                .map(|r| r.map(|r| ((r.series, r.bucket), r.cell)))
+                .collect::<Result<_>>()
+                .expect("merge");
+            let expected: Vec<((u32, i64), Cell)> = model.into_iter().collect();
+            prop_assert_eq!(merged, expected);
+        }
+    }
 
     fn meta(id: u64, tier: Tier, cells: u64, min: i64, max: i64) -> SegmentMeta {
         SegmentMeta {

@@ -222,6 +222,16 @@ pub fn load(fs: &dyn FileSystem, path: &Path, committed_len: u64) -> Result<Seri
             format!("dictionary format version {version}, this build reads {DICT_VERSION}"),
         ));
     }
+    // The header has no checksum of its own: the reserved field must read as
+    // written, or a flipped bit there would go unnoticed.
+    let reserved = u16::from_le_bytes([committed[10], committed[11]]);
+    if reserved != 0 {
+        return Err(Error::corrupt(
+            path,
+            10,
+            format!("reserved header field is {reserved:#06x}, not 0"),
+        ));
+    }
     let mut r = Reader::new(&committed[DICT_HEADER_LEN..]);
     while !r.is_empty() {
         let at = (DICT_HEADER_LEN + r.position()) as u64;
@@ -276,5 +286,28 @@ mod tests {
         assert!(d.define(0, "other").is_err());
         assert!(d.define(9, "other").is_err());
         assert!(d.define(5, "new_one").is_ok());
+    }
+
+    #[test]
+    fn every_flipped_byte_of_the_committed_part_is_refused() {
+        let mut d = SeriesDict::new();
+        d.intern(key("a"));
+        d.intern(key("b{x=y}"));
+        let mut bytes = header();
+        encode_records(&d, 0, d.len(), &mut bytes);
+        let fs = crate::testing::FaultFs::new();
+        let p = Path::new("series.dict");
+        fs.set_file(p, &bytes).expect("planted");
+        let loaded = load(&fs, p, bytes.len() as u64).expect("intact");
+        assert_eq!(loaded.get("b{x=y}"), Some(1));
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x01;
+            fs.set_file(p, &b).expect("planted");
+            assert!(
+                load(&fs, p, bytes.len() as u64).is_err(),
+                "flip at {i} not caught"
+            );
+        }
     }
 }

@@ -454,6 +454,26 @@ fn decode_block(raw: &[u8], cells: u32, out: &mut Vec<CellRow>) -> std::result::
     Ok(())
 }
 
+thread_local! {
+    /// One zstd decompression context per thread: creating one per block costs
+    /// more than decompressing a small block.
+    static ZSTD_DCTX: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+fn zstd_decompress(payload: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+    ZSTD_DCTX.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(zstd::bulk::Decompressor::new()?);
+        }
+        match slot.as_mut() {
+            Some(d) => d.decompress(payload, capacity),
+            None => zstd::bulk::decompress(payload, capacity),
+        }
+    })
+}
+
 /// An open, verified, memory-mapped segment.
 pub struct Segment {
     path: PathBuf,
@@ -673,7 +693,7 @@ impl Segment {
             1 => lz4_flex::block::decompress(payload, raw_len as usize)
                 .map_err(|e| bad(format!("lz4: {e}")))?
                 .into(),
-            2 => zstd::bulk::decompress(payload, raw_len as usize)
+            2 => zstd_decompress(payload, raw_len as usize)
                 .map_err(|e| bad(format!("zstd: {e}")))?
                 .into(),
             other => return Err(bad(format!("unknown codec {other}"))),
@@ -790,5 +810,91 @@ impl Iterator for SegmentIter {
         let r = self.rows[self.pos];
         self.pos += 1;
         Some(Ok(r))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::FaultFs;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    fn cell_strategy() -> impl Strategy<Value = Cell> {
+        prop_oneof![
+            (1u64..100).prop_map(|n| Cell {
+                sum: n as i64,
+                count: n,
+                min: 1,
+                max: 1
+            }),
+            (-9i64..9, 1u64..5).prop_map(|(d, n)| Cell {
+                sum: d * n as i64,
+                count: n,
+                min: d,
+                max: d
+            }),
+            (any::<i64>(), 1u64..u64::MAX, any::<i64>(), any::<i64>()).prop_map(
+                |(sum, count, a, b)| Cell {
+                    sum,
+                    count,
+                    min: a.min(b),
+                    max: a.max(b)
+                }
+            ),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn cells_round_trip_and_scans_touch_only_their_range(
+            cells in prop::collection::btree_map((0u32..300, -5000i64..5000), cell_strategy(), 1..9000),
+            probe in (0u32..300, -6000i64..6000, 0i64..3000),
+            cold in any::<bool>(),
+        ) {
+            let fs = FaultFs::new();
+            let path = Path::new("x.seg");
+            let cold_before = if cold { i64::MAX } else { i64::MIN };
+            let mut w = SegmentWriter::create(&fs, path, 9, Tier::Hour, cold_before).expect("create");
+            for ((series, bucket), cell) in &cells {
+                w.push(CellRow { series: *series, bucket: *bucket, cell: *cell }).expect("push");
+            }
+            let meta = w.finish().expect("finish");
+            prop_assert_eq!(meta.cells, cells.len() as u64);
+            let seg = Segment::open(&fs, path).expect("open");
+            prop_assert_eq!(seg.meta(), &meta);
+            let all: BTreeMap<(u32, i64), Cell> = seg
+                .iter()
+                .map(|r| r.map(|r| ((r.series, r.bucket), r.cell)))
+                .collect::<Result<_>>()
+                .expect("iterate");
+            prop_assert_eq!(&all, &cells);
+            let (series, from, len) = probe;
+            let mut got = Vec::new();
+            let mut cache = BlockCache::default();
+            seg.scan_series(series, from, from + len, &mut cache, &mut |b, c| got.push((b, *c))).expect("scan");
+            let want: Vec<(i64, Cell)> = cells
+                .range((series, from)..(series, from + len))
+                .map(|((_, b), c)| (*b, *c))
+                .collect();
+            prop_assert_eq!(got, want);
+        }
+    }
+
+    #[test]
+    fn out_of_order_pushes_are_refused() {
+        let fs = FaultFs::new();
+        let mut w =
+            SegmentWriter::create(&fs, Path::new("y.seg"), 1, Tier::Minute, 0).expect("create");
+        let row = |series, bucket| CellRow {
+            series,
+            bucket,
+            cell: Cell::of(1),
+        };
+        w.push(row(2, 5)).expect("first");
+        assert!(w.push(row(2, 5)).is_err());
+        assert!(w.push(row(1, 9)).is_err());
+        assert!(w.push(row(2, 6)).is_ok());
     }
 }
