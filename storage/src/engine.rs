@@ -438,6 +438,12 @@ impl Engine {
                     dict.define(*id, key)
                         .map_err(|why| Error::corrupt(&path, range.start as u64, why))?;
                 }
+                if rec.header.id_expiry.is_some() {
+                    // As `apply` did before deduplicating this batch: an id
+                    // whose window had passed was forgotten, and is remembered
+                    // again below with this record's (later) expiry.
+                    dedup.expire(rec.header.accepted_at, opts.producer_idle_ms);
+                }
                 for e in &rec.events {
                     if e.series >= dict.len() {
                         return Err(Error::corrupt(
@@ -698,6 +704,9 @@ impl Engine {
         let ws = lock(&s.ws);
         let lsn = ws.last_lsn;
         let res = if ws.poisoned.is_some() {
+            // Nothing more can be made durable; release the lock taken above
+            // before taking it again below.
+            drop(ws);
             Ok(())
         } else {
             s.wait_durable(ws, lsn, true)
@@ -1283,12 +1292,11 @@ impl Shared {
             next.dict_count = frozen.series_count.max(m.dict_count);
             next.dedup_lsn = frozen.lsn;
             next.segments.extend(segs.iter().map(|s| *s.meta()));
-            if let Err(e) = next.store(fs, &self.dir.join(MANIFEST_FILE)) {
-                for p in &written {
-                    let _ = fs.remove_file(p);
-                }
-                return Err(e);
-            }
+            // On failure the new manifest may be in place already (say the
+            // rename happened and the directory fsync failed), so the segments
+            // it names must stay. If the old manifest wins after all, the next
+            // open removes them as orphans; a retry writes new ones.
+            next.store(fs, &self.dir.join(MANIFEST_FILE))?;
             *m = next;
             let mut t = write(&self.tables);
             let mut v = Version {
@@ -1379,10 +1387,9 @@ impl Shared {
             let mut next = m.clone();
             next.segments.retain(|s| !ids.contains(&s.id));
             next.segments.extend(output.iter().map(|s| *s.meta()));
-            if let Err(e) = next.store(fs, &self.dir.join(MANIFEST_FILE)) {
-                let _ = fs.remove_file(&path);
-                return Err(e);
-            }
+            // On failure the new manifest may be in place already: keep its
+            // output segment (an orphan, removed at the next open, if not).
+            next.store(fs, &self.dir.join(MANIFEST_FILE))?;
             *m = next;
             let mut t = write(&self.tables);
             let mut v = Version {
@@ -1673,29 +1680,32 @@ impl Shared {
                 .collect()
         };
         let dict = read(&self.dict);
-        let name_of = |i: usize| -> String {
+        let name_of = |i: usize| -> &str {
             if by.is_empty() {
-                dict.key(r.ids[i])
-                    .map(|k| k.as_str().to_string())
-                    .unwrap_or_default()
+                dict.key(r.ids[i]).map_or("", |k| k.as_str())
             } else {
-                names[i].clone()
+                names[i].as_str()
             }
+        };
+        // Largest sums first, ties by name: the same order decides which
+        // entries make the cut and how they are listed.
+        let order = |a: &(i64, u64, usize), b: &(i64, u64, usize)| {
+            b.0.cmp(&a.0).then_with(|| name_of(a.2).cmp(name_of(b.2)))
         };
         let n = q.n.min(entries.len());
         if n < entries.len() && n > 0 {
-            entries.select_nth_unstable_by(n - 1, |a, b| b.0.cmp(&a.0));
+            entries.select_nth_unstable_by(n - 1, order);
         }
         entries.truncate(n);
-        let mut entries: Vec<TopEntry> = entries
+        entries.sort_by(order);
+        let entries: Vec<TopEntry> = entries
             .into_iter()
             .map(|(sum, count, i)| TopEntry {
-                name: name_of(i),
+                name: name_of(i).to_string(),
                 sum,
                 count,
             })
             .collect();
-        entries.sort_by(|a, b| b.sum.cmp(&a.sum).then_with(|| a.name.cmp(&b.name)));
         Ok(TopResult {
             entries,
             provenance: Provenance {

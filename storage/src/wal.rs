@@ -241,17 +241,34 @@ pub struct WalFile {
 
 impl WalFile {
     /// Creates WAL file `seq` in `dir` with its header, durably (file and directory).
+    ///
+    /// A file of that number holding no record can only be left by an earlier
+    /// attempt that failed half-way (records go only to files whose creation
+    /// succeeded): it is replaced, so that a failed WAL rotation can be retried.
+    /// A failed attempt removes what it created.
     pub fn create(fs: &dyn FileSystem, dir: &Path, seq: u64) -> Result<WalFile> {
         let path = dir.join(file_name(seq));
+        if fs.exists(&path) && fs.len(&path).is_ok_and(|len| len <= WAL_HEADER_LEN as u64) {
+            fs.remove_file(&path)
+                .map_err(|e| Error::io("remove unused wal", &path, e))?;
+        }
         let mut file = fs
             .create(&path)
             .map_err(|e| Error::io("create wal", &path, e))?;
         let header = file_header(seq);
-        file.write_all(&header)
+        let written = file
+            .write_all(&header)
             .and_then(|_| file.sync())
-            .map_err(|e| Error::io("write wal", &path, e))?;
-        fs.sync_dir(dir)
-            .map_err(|e| Error::io("sync directory", dir, e))?;
+            .map_err(|e| Error::io("write wal", &path, e))
+            .and_then(|_| {
+                fs.sync_dir(dir)
+                    .map_err(|e| Error::io("sync directory", dir, e))
+            });
+        if let Err(e) = written {
+            drop(file);
+            let _ = fs.remove_file(&path);
+            return Err(e);
+        }
         Ok(WalFile {
             file,
             path,

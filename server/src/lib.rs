@@ -1,0 +1,37 @@
+//! `tallyd`, the TallyDB server: the binary wire protocol (`tallydb-protocol`) over
+//! TCP in front of the storage engine (`tallydb-storage`).
+//!
+//! The binary (`src/main.rs`) only parses flags, sets up tracing, loads the
+//! [`Config`], opens the engine and calls [`run`]; everything else lives here.
+//!
+//! # Module tour
+//!
+//! - [`config`]: the TOML file, `TALLYD_*` variables and flags, resolved and validated
+//!   into a [`Config`] before anything is opened; [`config::DEFAULT_CONFIG`] documents
+//!   every key.
+//! - [`server`]: [`run`], the accept loop, the connection limit (a semaphore) and
+//!   graceful shutdown (a broadcast, then waiting for every connection task, then
+//!   closing the engine).
+//! - [`connection`]: one connection: the handshake under the 4 KiB handshake frame
+//!   limit, then a reader that frames requests (length checked before anything is
+//!   allocated) and a processor that answers them in order; idle timeout; per-connection
+//!   memory bounds.
+//! - [`handler`]: one request to one engine call and one response, on tokio's blocking
+//!   pool; roles; storage errors → protocol error codes; `STATS` figures.
+//! - [`auth`]: token digests compared in constant time, roles granted by `HELLO`.
+//! - [`aliases`]: the per-connection alias table, with batch staging so a failed `INCR`
+//!   leaves its aliases undefined.
+//!
+//! Requests of one connection are answered in order (pipelined frames are read ahead);
+//! many connections' `INCR`s share the engine's group commit, since each `apply` call
+//! blocks on its own blocking-pool thread until the shared fsync covers it.
+
+pub mod aliases;
+pub mod auth;
+pub mod config;
+pub mod connection;
+pub mod handler;
+pub mod server;
+
+pub use config::Config;
+pub use server::{run, ServerError};
