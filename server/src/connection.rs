@@ -391,12 +391,14 @@ async fn process(
                         handler::handle_frame(&task_shared, &mut session, frame, &mut out)
                     }
                     Item::Fatal(reply) => {
+                        handler::finish_pending(&task_shared, &mut session, &mut out);
                         encode_response(0, &Response::Error(reply.clone()), &mut out);
                         fatal = Some(CloseReason::FramingLost(reply.message.to_string()));
                         break;
                     }
                 }
             }
+            handler::finish_pending(&task_shared, &mut session, &mut out);
             (session, out, batch, fatal)
         })
         .await;

@@ -70,6 +70,46 @@ pub struct Session {
     pub role: Role,
     /// The connection's aliases.
     pub aliases: AliasTable,
+    /// `INCR`s submitted to the engine whose `INCR_OK` is already encoded but not
+    /// yet durable: request id and offset of each answer in the output. One wait
+    /// on the newest covers them all (see [`finish_pending`]).
+    pub unsynced: Vec<(u32, usize)>,
+    /// The newest submitted batch of that run.
+    pub pending: Option<storage::Pending>,
+}
+
+impl Session {
+    /// A session with the role granted by `HELLO`.
+    pub fn new(role: Role, aliases: AliasTable) -> Self {
+        Session {
+            role,
+            aliases,
+            unsynced: Vec::new(),
+            pending: None,
+        }
+    }
+}
+
+/// Waits until every `INCR` answered optimistically in `out` is durable. Called
+/// before any other answer is encoded and before `out` is written to the socket,
+/// so an `INCR_OK` never leaves the server ahead of its fsync. If the wait fails
+/// (the engine refused to sync), those answers are replaced by errors.
+pub fn finish_pending(shared: &Shared, session: &mut Session, out: &mut BytesMut) {
+    let Some(pending) = session.pending.take() else {
+        session.unsynced.clear();
+        return;
+    };
+    if let Err(e) = shared.engine.wait(pending) {
+        let reply = storage_error(&e);
+        if let Some(&(_, start)) = session.unsynced.first() {
+            out.truncate(start);
+        }
+        for (id, _) in &session.unsynced {
+            shared.stats.request_errors.fetch_add(1, Ordering::Relaxed);
+            encode_response(*id, &Response::Error(reply.clone()), out);
+        }
+    }
+    session.unsynced.clear();
 }
 
 /// The outcome of the handshake frame.
@@ -154,10 +194,7 @@ pub fn handshake(
             Some((
                 used,
                 Handshake::Accepted {
-                    session: Session {
-                        role: grant.role,
-                        aliases: AliasTable::new(shared.limits.max_aliases),
-                    },
+                    session: Session::new(grant.role, AliasTable::new(shared.limits.max_aliases)),
                     client_name: hello.client_name.to_string(),
                     token_name: grant.token_name,
                 },
@@ -214,6 +251,10 @@ fn op_name(op: Opcode) -> &'static str {
 /// appending one response frame to `out`.
 pub fn handle_frame(shared: &Shared, session: &mut Session, frame: &[u8], out: &mut BytesMut) {
     shared.stats.requests.fetch_add(1, Ordering::Relaxed);
+    let is_incr = frame.get(4) == Some(&(Opcode::Incr as u8));
+    if !is_incr {
+        finish_pending(shared, session, out);
+    }
     let start = out.len();
     let max = shared.limits.max_frame;
     let request_id = FrameHeader::peek(frame, max)
@@ -455,22 +496,17 @@ fn incr(
         }),
         events,
     };
-    match engine.apply(&b) {
-        Ok(outcome) => {
+    match engine.submit(&b) {
+        Ok(pending) => {
             aliases.commit();
-            // A retried batch counts nothing now: PROTOCOL.md answers it with zeros.
-            let ok = if outcome.duplicate_batch {
-                IncrOk {
-                    applied: 0,
-                    duplicates: 0,
-                    duplicate_batch: true,
-                }
-            } else {
-                IncrOk {
-                    applied: outcome.applied,
-                    duplicates: outcome.duplicates,
-                    duplicate_batch: false,
-                }
+            // Answered now, sent only after `finish_pending` saw it durable.
+            let outcome = pending.outcome();
+            session.unsynced.push((id, out.len()));
+            session.pending = Some(pending);
+            let ok = IncrOk {
+                applied: outcome.applied,
+                duplicates: outcome.duplicates,
+                duplicate_batch: outcome.duplicate_batch,
             };
             encode_response(id, &Response::IncrOk(ok), out);
             Ok(())
@@ -701,10 +737,7 @@ mod tests {
                 .series_id(&format!("a_rather_long_metric_name{{label=value{i:05}}}"))
                 .unwrap();
         }
-        let mut session = Session {
-            role: Role::Read,
-            aliases: AliasTable::new(16),
-        };
+        let mut session = Session::new(Role::Read, AliasTable::new(16));
         let query = Request::Series(SeriesQuery {
             selector: proto::Selector::Prefix("a_rather_long_metric_name"),
             limit: 1000,
@@ -728,10 +761,7 @@ mod tests {
     fn roles_are_enforced_per_request() {
         let dir = tempfile::tempdir().unwrap();
         let shared = shared(dir.path(), 1 << 20);
-        let mut session = Session {
-            role: Role::Read,
-            aliases: AliasTable::new(16),
-        };
+        let mut session = Session::new(Role::Read, AliasTable::new(16));
         let incr = Request::Incr(proto::Incr {
             producer: None,
             events: vec![proto::Event::unit(proto::SeriesRef::Key("x"))],

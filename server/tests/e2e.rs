@@ -739,15 +739,19 @@ fn producer_retry_is_counted_once() {
     };
     let first = batch(&mut c, 1);
     assert_eq!((first.applied, first.duplicate_batch), (2, false));
+    // A retry of the producer's latest batch repeats its original counts.
     let retry = batch(&mut c, 1);
     assert_eq!(
         (retry.applied, retry.duplicates, retry.duplicate_batch),
-        (0, 0, true)
+        (2, 0, true)
     );
     // The retry may also come on another connection (a reconnecting client).
     let mut other = server.client();
     assert!(batch(&mut other, 1).duplicate_batch);
     assert!(!batch(&mut other, 2).duplicate_batch);
+    // An older sequence is still a duplicate; its counts are no longer known.
+    let old = batch(&mut other, 1);
+    assert_eq!((old.applied, old.duplicate_batch), (0, true));
     assert_eq!(c.total("retried"), 12);
 }
 

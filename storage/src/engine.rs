@@ -30,7 +30,7 @@ use crate::query::{
 };
 use crate::segment::{self, Segment, SegmentMeta, SegmentWriter};
 use crate::series::SeriesKey;
-use crate::time::Tier;
+use crate::time::{Retention, Tier};
 use crate::wal::{self, BatchHeader, LoggedEvent, ProducerMark, WalFile};
 
 /// Name of the lock file in the data directory.
@@ -105,9 +105,26 @@ pub struct ApplyOutcome {
     pub applied: u32,
     /// Events skipped because their id was seen inside the dedup window.
     pub duplicates: u32,
-    /// True when the producer sequence was already applied: this is the original
-    /// outcome, returned again, and nothing was counted now.
+    /// True when the producer sequence was already applied: nothing was counted
+    /// now; `applied` and `duplicates` repeat the original counts when the retry
+    /// is of the producer's latest batch, and are 0 for an older one.
     pub duplicate_batch: bool,
+}
+
+/// A batch that is logged and applied but not yet known durable; see
+/// [`Engine::submit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use = "a submitted batch must be waited for before it is acknowledged"]
+pub struct Pending {
+    wait_lsn: u64,
+    outcome: ApplyOutcome,
+}
+
+impl Pending {
+    /// What the batch did; final once [`Engine::wait`] succeeds.
+    pub fn outcome(&self) -> ApplyOutcome {
+        self.outcome
+    }
 }
 
 /// What recovery found at open.
@@ -312,16 +329,9 @@ impl Engine {
                 .map_err(|e| Error::io("create directory", &p, e))?;
         }
         let manifest_path = dir.join(MANIFEST_FILE);
-        let manifest = if fs.exists(&manifest_path) {
-            Manifest::load(fs, &manifest_path)?
-        } else {
-            Manifest {
-                next_segment_id: 1,
-                ..Manifest::default()
-            }
-        };
         let mut report = RecoveryReport::default();
         remove_if_exists(fs, &crate::fs::tmp_path(&manifest_path), &mut report)?;
+        let manifest = load_manifest(fs, &dir)?;
 
         // Segments: open the live ones, remove the rest.
         let seg_dir = dir.join(SEGMENTS_DIR);
@@ -614,6 +624,21 @@ impl Engine {
         self.shared.apply(batch)
     }
 
+    /// The first half of [`Engine::apply`]: validates, logs and applies the batch
+    /// (queries see it at once) without waiting for durability. The caller must
+    /// pass the result to [`Engine::wait`] before acknowledging the batch; a
+    /// server uses this to keep one connection's pipelined batches in order while
+    /// they share a single fsync.
+    pub fn submit(&self, batch: &Batch) -> Result<Pending> {
+        self.shared.submit(batch)
+    }
+
+    /// The second half of [`Engine::apply`]: blocks until the submitted batch is
+    /// durable under the fsync policy (group commit), then returns its outcome.
+    pub fn wait(&self, pending: Pending) -> Result<ApplyOutcome> {
+        self.shared.wait(pending)
+    }
+
     /// Writes and fsyncs everything buffered in the WAL.
     pub fn sync(&self) -> Result<()> {
         let s = &self.shared;
@@ -743,17 +768,13 @@ fn remove_if_exists(fs: &dyn FileSystem, path: &Path, report: &mut RecoveryRepor
 
 fn check_format(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
     let path = dir.join(FORMAT_FILE);
+    let expected = format_file_contents();
     if fs.exists(&path) {
         let bytes = fs.read(&path).map_err(|e| Error::io("read", &path, e))?;
-        let text = String::from_utf8_lossy(&bytes);
-        let version = text
-            .lines()
-            .find_map(|l| l.strip_prefix("format "))
-            .and_then(|v| v.trim().parse::<u32>().ok());
-        if version != Some(FORMAT_VERSION) || !text.starts_with("tallydb data directory") {
+        if bytes != expected.as_bytes() {
             return Err(Error::UnsupportedFormat {
                 path,
-                found: text.trim().to_string(),
+                found: String::from_utf8_lossy(&bytes).trim().to_string(),
                 expected: FORMAT_VERSION,
             });
         }
@@ -772,8 +793,44 @@ fn check_format(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
             expected: FORMAT_VERSION,
         });
     }
-    write_atomic(fs, &path, format_file_contents().as_bytes())
-        .map_err(|e| Error::io("write", &path, e))
+    write_atomic(fs, &path, expected.as_bytes()).map_err(|e| Error::io("write", &path, e))
+}
+
+/// Loads the manifest. A new directory gets an empty one; a missing manifest
+/// beside any data is corruption, never a reason to start empty.
+fn load_manifest(fs: &dyn FileSystem, dir: &Path) -> Result<Manifest> {
+    let path = dir.join(MANIFEST_FILE);
+    if fs.exists(&path) {
+        return Manifest::load(fs, &path);
+    }
+    let mut data = Vec::new();
+    for sub in [SEGMENTS_DIR, WAL_DIR] {
+        let p = dir.join(sub);
+        let names = fs.list(&p).map_err(|e| Error::io("list", &p, e))?;
+        data.extend(names.into_iter().map(|n| format!("{sub}/{n}")));
+    }
+    let top = fs.list(dir).map_err(|e| Error::io("list", dir, e))?;
+    data.extend(
+        top.into_iter()
+            .filter(|n| n == DICT_FILE || parse_dedup_file_name(n).is_some()),
+    );
+    if !data.is_empty() {
+        data.sort();
+        return Err(Error::corrupt(
+            &path,
+            0,
+            format!(
+                "the manifest is missing beside live data ({})",
+                data.join(", ")
+            ),
+        ));
+    }
+    let manifest = Manifest {
+        next_segment_id: 1,
+        ..Manifest::default()
+    };
+    manifest.store(fs, &path)?;
+    Ok(manifest)
 }
 
 /// Ids of the series a selector matches, ascending.
@@ -862,6 +919,20 @@ impl Shared {
     }
 
     fn apply(&self, batch: &Batch) -> Result<ApplyOutcome> {
+        let pending = self.submit(batch)?;
+        self.wait(pending)
+    }
+
+    /// Waits until a submitted batch is durable under the fsync policy.
+    fn wait(&self, pending: Pending) -> Result<ApplyOutcome> {
+        if self.opts.fsync == FsyncPolicy::Always && pending.wait_lsn > 0 {
+            let ws = lock(&self.ws);
+            self.wait_durable(ws, pending.wait_lsn, true)?;
+        }
+        Ok(pending.outcome)
+    }
+
+    fn submit(&self, batch: &Batch) -> Result<Pending> {
         if batch.events.len() > self.opts.max_batch_events {
             return Err(Error::BatchTooLarge {
                 events: batch.events.len(),
@@ -881,14 +952,18 @@ impl Shared {
         if let Some(p) = batch.producer {
             if let Some(state) = ws.dedup.producer(p.id).copied() {
                 if p.seq <= state.last_seq {
-                    // A retry: wait until the original is durable, then repeat its answer.
-                    let lsn = ws.last_lsn;
-                    self.wait_durable(ws, lsn, self.opts.fsync == FsyncPolicy::Always)?;
-                    return Ok(ApplyOutcome {
-                        lsn: 0,
-                        applied: state.applied,
-                        duplicates: state.duplicates,
-                        duplicate_batch: true,
+                    // A retry: acknowledged once the original is durable (everything
+                    // logged so far), with the original counts when it was the
+                    // producer's latest batch.
+                    let latest = p.seq == state.last_seq;
+                    return Ok(Pending {
+                        wait_lsn: ws.last_lsn,
+                        outcome: ApplyOutcome {
+                            lsn: 0,
+                            applied: if latest { state.applied } else { 0 },
+                            duplicates: if latest { state.duplicates } else { 0 },
+                            duplicate_batch: true,
+                        },
                     });
                 }
             }
@@ -897,6 +972,7 @@ impl Shared {
         events.clear();
         let mut duplicates = 0u32;
         let oldest = retention.oldest_accepted(now);
+        let cutoffs = retention.cutoffs(now);
         for (index, e) in batch.events.iter().enumerate() {
             let fail = |err: Error, ws: &mut WriteState, events: Vec<LoggedEvent>| {
                 ws.scratch = events;
@@ -925,7 +1001,7 @@ impl Shared {
                     events,
                 );
             }
-            let coverage = retention.coverage(ts, now);
+            let coverage = Retention::coverage_at(&cutoffs, ts);
             if coverage == 0 {
                 return fail(Error::TooOld { index, ts, oldest }, &mut ws, events);
             }
@@ -956,11 +1032,14 @@ impl Shared {
         let applied = events.len() as u32;
         if events.is_empty() && batch.producer.is_none() {
             ws.scratch = events;
-            return Ok(ApplyOutcome {
-                lsn: 0,
-                applied: 0,
-                duplicates,
-                duplicate_batch: false,
+            return Ok(Pending {
+                wait_lsn: 0,
+                outcome: ApplyOutcome {
+                    lsn: 0,
+                    applied: 0,
+                    duplicates,
+                    duplicate_batch: false,
+                },
             });
         }
         let lsn = ws.next_lsn;
@@ -1024,14 +1103,16 @@ impl Shared {
             duplicates,
             duplicate_batch: false,
         };
-        match self.opts.fsync {
-            FsyncPolicy::Always => self.wait_durable(ws, lsn, true)?,
-            _ if ws.buf.len() >= WAL_BUFFER_WRITE_BYTES && !ws.io_busy => {
-                drop(self.write_out(ws, false));
-            }
-            _ => {}
+        if self.opts.fsync != FsyncPolicy::Always
+            && ws.buf.len() >= WAL_BUFFER_WRITE_BYTES
+            && !ws.io_busy
+        {
+            drop(self.write_out(ws, false));
         }
-        Ok(outcome)
+        Ok(Pending {
+            wait_lsn: lsn,
+            outcome,
+        })
     }
 
     /// Blocks until `lsn` is written (and fsynced when `sync`), leading a group

@@ -139,6 +139,27 @@ impl Retention {
             .fold(0, |m, t| m | t.bit())
     }
 
+    /// Per tier (minute, hour, day), the oldest timestamp it retains at `now`;
+    /// computed once per batch so that [`Retention::coverage_at`] is three compares.
+    pub fn cutoffs(&self, now: i64) -> [i64; 3] {
+        Tier::ALL.map(|t| {
+            let b = self.first_kept_bucket(t, now);
+            if b == i64::MIN {
+                i64::MIN
+            } else {
+                t.start_of(b)
+            }
+        })
+    }
+
+    /// Bitmask of the tiers retaining `ts`, given [`Retention::cutoffs`].
+    #[inline]
+    pub fn coverage_at(cutoffs: &[i64; 3], ts: i64) -> u8 {
+        u8::from(ts >= cutoffs[0])
+            | u8::from(ts >= cutoffs[1]) << 1
+            | u8::from(ts >= cutoffs[2]) << 2
+    }
+
     /// The oldest timestamp any tier still accepts at `now`.
     pub fn oldest_accepted(&self, now: i64) -> i64 {
         Tier::ALL
@@ -224,5 +245,19 @@ mod tests {
             Tier::Hour.bit() | Tier::Day.bit()
         );
         assert_eq!(r.oldest_accepted(now), i64::MIN);
+        let cutoffs = r.cutoffs(now);
+        for ts in [
+            now,
+            now - 7 * DAY_MS,
+            now - 7 * DAY_MS - MINUTE_MS,
+            now - 500 * DAY_MS,
+            i64::MIN / 4,
+        ] {
+            assert_eq!(
+                Retention::coverage_at(&cutoffs, ts),
+                r.coverage(ts, now),
+                "ts {ts}"
+            );
+        }
     }
 }

@@ -1038,8 +1038,6 @@ fn dedup_checkpoint_damage_is_detected() {
 }
 
 #[test]
-#[ignore = "engine.rs: a missing MANIFEST makes open delete every segment, the \
-            dictionary and the dedup checkpoint as orphans; see the report"]
 fn missing_manifest_beside_live_data_is_corruption() {
     let fx = seg_fixture(1, false);
     let mut img = fx.img.clone();
@@ -1084,8 +1082,6 @@ fn format_file_damage_is_detected() {
 }
 
 #[test]
-#[ignore = "engine.rs check_format trims trailing whitespace, so flipping bit 0 of the \
-            final newline (0x0a -> 0x0b, vertical tab) goes unnoticed; see the report"]
 fn format_file_every_single_bit_flip_is_detected() {
     let fx = seg_fixture(1, false);
     let path = dir().join(FORMAT_FILE);

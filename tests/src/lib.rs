@@ -333,7 +333,8 @@ impl Client {
                 }
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return None,
-                Err(e) => panic!("reading a reply: {e}"),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => panic!("reading a reply: {e} ({:?})", e.kind()),
             }
         }
     }
