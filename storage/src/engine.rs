@@ -231,6 +231,18 @@ struct Version {
     segments: Vec<Arc<Segment>>,
 }
 
+impl Version {
+    /// A copy of this version with `change` applied.
+    fn changed(&self, change: impl FnOnce(&mut Version)) -> Arc<Version> {
+        let mut v = Version {
+            frozen: self.frozen.clone(),
+            segments: self.segments.clone(),
+        };
+        change(&mut v);
+        Arc::new(v)
+    }
+}
+
 #[derive(Debug, Default)]
 struct Tables {
     active: Memtable,
@@ -1225,25 +1237,18 @@ impl Shared {
         ws.wal_bytes = 0;
         ws.dedup
             .expire(self.opts.clock.now_ms(), self.opts.producer_idle_ms);
-        let frozen = Frozen {
+        let dedup = Arc::new(ws.dedup.encode());
+        // The memtable moves and the version changes under one lock, so a query
+        // sees every cell exactly once.
+        let mut t = write(&self.tables);
+        let frozen = Arc::new(Frozen {
             lsn: ws.last_lsn,
             wal_seq: old_seq,
-            mem: Arc::new(Memtable::new()),
-            dedup: Arc::new(ws.dedup.encode()),
+            mem: Arc::new(std::mem::take(&mut t.active)),
+            dedup,
             series_count: ws.logged_series,
-        };
-        let mut t = write(&self.tables);
-        let mem = std::mem::take(&mut t.active);
-        let frozen = Arc::new(Frozen {
-            mem: Arc::new(mem),
-            ..frozen
         });
-        let mut v = Version {
-            frozen: t.version.frozen.clone(),
-            segments: t.version.segments.clone(),
-        };
-        v.frozen.push(frozen);
-        t.version = Arc::new(v);
+        t.version = t.version.changed(|v| v.frozen.push(frozen));
         Ok(true)
     }
 
@@ -1274,39 +1279,13 @@ impl Shared {
     fn flush_frozen(&self, frozen: &Arc<Frozen>) -> Result<(usize, u64)> {
         let started = Instant::now();
         let fs = self.fs();
-        let seg_dir = self.dir.join(SEGMENTS_DIR);
+        let (old_dedup, dict_len, dict_count) = {
+            let m = lock(&self.manifest);
+            (m.dedup_lsn, m.dict_len, m.dict_count)
+        };
         let mut written: Vec<PathBuf> = Vec::new();
-        let result = (|| -> Result<(Vec<Arc<Segment>>, u64)> {
-            let mut segs = Vec::new();
-            let mut cells = 0;
-            let now = self.opts.clock.now_ms();
-            for tier in Tier::ALL {
-                let rows = frozen.mem.rows(tier);
-                if rows.is_empty() {
-                    continue;
-                }
-                let id = self.allocate_segment_id();
-                let path = seg_dir.join(segment::file_name(id));
-                written.push(path.clone());
-                let mut w = SegmentWriter::create(
-                    fs,
-                    &path,
-                    id,
-                    tier,
-                    crate::compaction::cold_before(tier, now),
-                )?;
-                for r in rows {
-                    w.push(r)?;
-                }
-                cells += w.cells();
-                w.finish()?;
-                segs.push(Segment::open(fs, &path)?);
-            }
-            fs.sync_dir(&seg_dir)
-                .map_err(|e| Error::io("sync directory", &seg_dir, e))?;
-            Ok((segs, cells))
-        })();
-        let (segs, cells) = match result {
+        let files = self.write_checkpoint_files(frozen, dict_len, dict_count, &mut written);
+        let (segs, cells, new_dict_len) = match files {
             Ok(x) => x,
             Err(e) => {
                 for p in &written {
@@ -1315,56 +1294,6 @@ impl Shared {
                 return Err(e);
             }
         };
-        // Dictionary, dedup checkpoint, then the manifest that makes them live.
-        let dict_path = self.dir.join(DICT_FILE);
-        let (dict_len, old_dedup) = {
-            let m = lock(&self.manifest);
-            (m.dict_len, m.dedup_lsn)
-        };
-        let mut new_dict_len = dict_len;
-        let old_count = lock(&self.manifest).dict_count;
-        if frozen.series_count > old_count {
-            let mut bytes = Vec::new();
-            if dict_len == 0 {
-                bytes.extend_from_slice(&dict::header());
-            }
-            {
-                let d = read(&self.dict);
-                dict::encode_records(&d, old_count, frozen.series_count, &mut bytes);
-            }
-            let res = (|| -> std::io::Result<()> {
-                if dict_len == 0 {
-                    if fs.exists(&dict_path) {
-                        fs.remove_file(&dict_path)?;
-                    }
-                    let mut f = fs.create(&dict_path)?;
-                    f.write_all(&bytes)?;
-                    f.sync()?;
-                    fs.sync_dir(&self.dir)
-                } else {
-                    if fs.len(&dict_path)? != dict_len {
-                        fs.truncate(&dict_path, dict_len)?;
-                    }
-                    let mut f = fs.append(&dict_path)?;
-                    f.write_all(&bytes)?;
-                    f.sync()
-                }
-            })();
-            if let Err(e) = res {
-                for p in &written {
-                    let _ = fs.remove_file(p);
-                }
-                return Err(Error::io("write series dictionary", &dict_path, e));
-            }
-            new_dict_len += bytes.len() as u64;
-        }
-        let dedup_path = self.dir.join(dedup_file_name(frozen.lsn));
-        if let Err(e) = write_atomic(fs, &dedup_path, &frozen.dedup) {
-            for p in &written {
-                let _ = fs.remove_file(p);
-            }
-            return Err(Error::io("write dedup checkpoint", &dedup_path, e));
-        }
         {
             let mut m = lock(&self.manifest);
             let mut next = m.clone();
@@ -1379,14 +1308,10 @@ impl Shared {
             // open removes them as orphans; a retry writes new ones.
             next.store(fs, &self.dir.join(MANIFEST_FILE))?;
             *m = next;
-            let mut t = write(&self.tables);
-            let mut v = Version {
-                frozen: t.version.frozen.clone(),
-                segments: t.version.segments.clone(),
-            };
-            v.frozen.retain(|f| !Arc::ptr_eq(f, frozen));
-            v.segments.extend(segs.iter().cloned());
-            t.version = Arc::new(v);
+            self.install(|v| {
+                v.frozen.retain(|f| !Arc::ptr_eq(f, frozen));
+                v.segments.extend(segs.iter().cloned());
+            });
         }
         // The checkpoint covers these: remove them (failures only cost space).
         let wal_dir = self.dir.join(WAL_DIR);
@@ -1409,6 +1334,97 @@ impl Shared {
             "flushed memtable"
         );
         Ok((segs.len(), cells))
+    }
+
+    /// Swaps in a new version built from the current one; readers holding the
+    /// old one keep it until they finish.
+    fn install(&self, change: impl FnOnce(&mut Version)) {
+        let mut t = write(&self.tables);
+        t.version = t.version.changed(change);
+    }
+
+    /// Writes what a checkpoint needs before its manifest: one segment per
+    /// non-empty tier, the new dictionary records and the dedup checkpoint, each
+    /// fsynced. Segment files are listed in `written` so that a failure can
+    /// remove them. Returns the segments, their cells and the new dictionary length.
+    fn write_checkpoint_files(
+        &self,
+        frozen: &Frozen,
+        dict_len: u64,
+        dict_count: u32,
+        written: &mut Vec<PathBuf>,
+    ) -> Result<(Vec<Arc<Segment>>, u64, u64)> {
+        let fs = self.fs();
+        let seg_dir = self.dir.join(SEGMENTS_DIR);
+        let mut segs = Vec::new();
+        let mut cells = 0;
+        let now = self.opts.clock.now_ms();
+        for tier in Tier::ALL {
+            let rows = frozen.mem.rows(tier);
+            if rows.is_empty() {
+                continue;
+            }
+            let id = self.allocate_segment_id();
+            let path = seg_dir.join(segment::file_name(id));
+            written.push(path.clone());
+            let cold = crate::compaction::cold_before(tier, now);
+            let mut w = SegmentWriter::create(fs, &path, id, tier, cold)?;
+            for r in rows {
+                w.push(r)?;
+            }
+            cells += w.cells();
+            w.finish()?;
+            segs.push(Segment::open(fs, &path)?);
+        }
+        fs.sync_dir(&seg_dir)
+            .map_err(|e| Error::io("sync directory", &seg_dir, e))?;
+
+        let dict_path = self.dir.join(DICT_FILE);
+        let mut new_dict_len = dict_len;
+        if frozen.series_count > dict_count {
+            let mut bytes = Vec::new();
+            if dict_len == 0 {
+                bytes.extend_from_slice(&dict::header());
+            }
+            dict::encode_records(
+                &read(&self.dict),
+                dict_count,
+                frozen.series_count,
+                &mut bytes,
+            );
+            let res = if dict_len == 0 {
+                // A first dictionary replaces whatever an interrupted flush left.
+                (|| {
+                    if fs.exists(&dict_path) {
+                        fs.remove_file(&dict_path)?;
+                    }
+                    let mut f = fs.create(&dict_path)?;
+                    f.write_all(&bytes)?;
+                    f.sync()?;
+                    fs.sync_dir(&self.dir)
+                })()
+            } else {
+                // Cut bytes an interrupted flush appended past the committed length.
+                (|| {
+                    if fs.len(&dict_path)? != dict_len {
+                        fs.truncate(&dict_path, dict_len)?;
+                    }
+                    let mut f = fs.append(&dict_path)?;
+                    f.write_all(&bytes)?;
+                    f.sync()
+                })()
+            };
+            res.map_err(|e| Error::io("write series dictionary", &dict_path, e))?;
+            new_dict_len += bytes.len() as u64;
+        }
+
+        // Not listed in `written`: an earlier attempt whose manifest write failed
+        // late may have published a manifest naming this file. Left over, it is
+        // removed at the next open.
+        let dedup_path = self.dir.join(dedup_file_name(frozen.lsn));
+        write_atomic(fs, &dedup_path, &frozen.dedup)
+            .map_err(|e| Error::io("write dedup checkpoint", &dedup_path, e))?;
+        Ok((segs, cells, new_dict_len))
     }
 
     fn compact_once(&self) -> Result<Option<CompactOutcome>> {
@@ -1472,14 +1488,10 @@ impl Shared {
             // output segment (an orphan, removed at the next open, if not).
             next.store(fs, &self.dir.join(MANIFEST_FILE))?;
             *m = next;
-            let mut t = write(&self.tables);
-            let mut v = Version {
-                frozen: t.version.frozen.clone(),
-                segments: t.version.segments.clone(),
-            };
-            v.segments.retain(|s| !ids.contains(&s.meta().id));
-            v.segments.extend(output.iter().cloned());
-            t.version = Arc::new(v);
+            self.install(|v| {
+                v.segments.retain(|s| !ids.contains(&s.meta().id));
+                v.segments.extend(output.iter().cloned());
+            });
         }
         for s in inputs {
             let _ = fs.remove_file(s.path());
