@@ -18,6 +18,8 @@
 //! - [`response`]: server → client messages ([`Response`]), including [`ErrorReply`].
 //! - [`error`]: [`DecodeError`] for untrusted bytes and the stable [`ErrorCode`]s.
 //! - `codec` (private): varints, zigzag, strings, counts — the wire primitives.
+//! - `fuzzing` (hidden): the properties checked by the fuzz targets in `protocol/fuzz/`
+//!   and by the corpus replay test `tests/fuzz_corpus.rs`.
 //!
 //! # Decoding
 //!
@@ -38,6 +40,8 @@
 mod codec;
 pub mod error;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod incr;
 pub mod request;
 pub mod response;
