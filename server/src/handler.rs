@@ -632,6 +632,7 @@ pub fn storage_error(e: &StorageError) -> ErrorReply<'static> {
         StorageError::TooFarInFuture { .. } => ErrorCode::TooFarInFuture,
         StorageError::InvalidQuery(_) => ErrorCode::InvalidArgument,
         StorageError::BatchTooLarge { .. } => ErrorCode::BatchTooLarge,
+        StorageError::SequenceTooOld { .. } => ErrorCode::OutOfOrder,
         StorageError::Poisoned { .. } | StorageError::Io { .. } => ErrorCode::StorageUnavailable,
         StorageError::Closed => ErrorCode::ShuttingDown,
         _ => ErrorCode::Internal,

@@ -28,17 +28,68 @@ impl EventId {
     }
 }
 
-/// What a producer's last applied batch did, returned again for a retry.
+/// How many of a producer's most recent sequences are remembered with their
+/// outcomes. A retry of one of them is answered as a duplicate; an unknown
+/// sequence above the oldest of them was never applied and is applied now; one
+/// below them is refused, since it can no longer be told apart.
+pub const RECENT_SEQUENCES: usize = 64;
+
+/// One applied batch of a producer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct ProducerState {
-    /// Highest sequence applied.
-    pub last_seq: u64,
-    /// Events counted by that batch.
+pub struct AppliedSeq {
+    /// The batch's sequence.
+    pub seq: u64,
+    /// Events it counted.
     pub applied: u32,
-    /// Events of that batch skipped as duplicate event ids.
+    /// Events it skipped as duplicate ids.
     pub duplicates: u32,
+}
+
+/// What the engine remembers of one producer.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ProducerState {
     /// When the producer was last heard from (ms).
     pub last_seen: i64,
+    /// The most recent applied sequences, ascending, at most [`RECENT_SEQUENCES`].
+    pub recent: VecDeque<AppliedSeq>,
+}
+
+/// How a producer's batch relates to what was applied before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeqCheck {
+    /// Not applied before: apply it.
+    New,
+    /// Applied before with this outcome: acknowledge again, count nothing.
+    Duplicate(AppliedSeq),
+    /// Older than every remembered sequence: cannot tell, refuse it.
+    TooOld {
+        /// The oldest sequence still remembered.
+        oldest: u64,
+    },
+}
+
+impl ProducerState {
+    /// Classifies sequence `seq`.
+    pub fn check(&self, seq: u64) -> SeqCheck {
+        match self.recent.binary_search_by_key(&seq, |a| a.seq) {
+            Ok(i) => SeqCheck::Duplicate(self.recent[i]),
+            Err(0) if self.recent.len() >= RECENT_SEQUENCES => SeqCheck::TooOld {
+                oldest: self.recent[0].seq,
+            },
+            Err(_) => SeqCheck::New,
+        }
+    }
+
+    fn record(&mut self, applied: AppliedSeq, seen: i64) {
+        self.last_seen = self.last_seen.max(seen);
+        match self.recent.binary_search_by_key(&applied.seq, |a| a.seq) {
+            Ok(i) => self.recent[i] = applied,
+            Err(i) => self.recent.insert(i, applied),
+        }
+        while self.recent.len() > RECENT_SEQUENCES {
+            self.recent.pop_front();
+        }
+    }
 }
 
 /// Producer sequences and the event-id window.
@@ -60,12 +111,12 @@ impl DedupState {
         self.producers.get(&id)
     }
 
-    /// Records that `producer` applied `seq`.
-    pub fn record_producer(&mut self, producer: u64, state: ProducerState) {
-        let e = self.producers.entry(producer).or_default();
-        if state.last_seq >= e.last_seq {
-            *e = state;
-        }
+    /// Records that `producer` applied a batch at time `seen` (ms).
+    pub fn record_producer(&mut self, producer: u64, applied: AppliedSeq, seen: i64) {
+        self.producers
+            .entry(producer)
+            .or_default()
+            .record(applied, seen);
     }
 
     /// Forgets event ids whose window has passed and producers idle too long.
@@ -121,6 +172,11 @@ impl DedupState {
         self.ids.capacity() * 9
             + self.expiry.capacity() * 16
             + self.producers.capacity() * (8 + std::mem::size_of::<ProducerState>() + 1)
+            + self
+                .producers
+                .values()
+                .map(|p| p.recent.capacity() * 16)
+                .sum::<usize>()
     }
 
     /// Serialises the state into a checkpoint file image.
@@ -134,10 +190,13 @@ impl DedupState {
         producers.sort_unstable_by_key(|(id, _)| **id);
         for (id, p) in producers {
             put_u64(&mut out, *id);
-            put_u64(&mut out, p.last_seq);
-            put_u32(&mut out, p.applied);
-            put_u32(&mut out, p.duplicates);
             put_i64(&mut out, p.last_seen);
+            put_u16(&mut out, p.recent.len() as u16);
+            for a in &p.recent {
+                put_u64(&mut out, a.seq);
+                put_u32(&mut out, a.applied);
+                put_u32(&mut out, a.duplicates);
+            }
         }
         put_u64(&mut out, self.expiry.len() as u64);
         for (exp, h) in &self.expiry {
@@ -180,21 +239,38 @@ impl DedupState {
         r.u16().map_err(|f| e(&r, f))?;
         let mut s = DedupState::new();
         let n = r.u64().map_err(|f| e(&r, f))?;
-        if n.saturating_mul(32) > r.remaining() as u64 {
+        if n.saturating_mul(34) > r.remaining() as u64 {
             return Err((
                 (8 + r.position()) as u64,
                 "producer count exceeds the file".into(),
             ));
         }
         for _ in 0..n {
+            let at = (8 + r.position()) as u64;
             let id = r.u64().map_err(|f| e(&r, f))?;
-            let p = ProducerState {
-                last_seq: r.u64().map_err(|f| e(&r, f))?,
-                applied: r.u32().map_err(|f| e(&r, f))?,
-                duplicates: r.u32().map_err(|f| e(&r, f))?,
-                last_seen: r.i64().map_err(|f| e(&r, f))?,
+            let last_seen = r.i64().map_err(|f| e(&r, f))?;
+            let k = r.u16().map_err(|f| e(&r, f))? as usize;
+            if k == 0 || k > RECENT_SEQUENCES || k * 16 > r.remaining() {
+                return Err((at, format!("producer {id} has {k} remembered sequences")));
+            }
+            let mut p = ProducerState {
+                last_seen,
+                recent: VecDeque::with_capacity(k),
             };
-            s.producers.insert(id, p);
+            for _ in 0..k {
+                let a = AppliedSeq {
+                    seq: r.u64().map_err(|f| e(&r, f))?,
+                    applied: r.u32().map_err(|f| e(&r, f))?,
+                    duplicates: r.u32().map_err(|f| e(&r, f))?,
+                };
+                if p.recent.back().is_some_and(|b| b.seq >= a.seq) {
+                    return Err((at, format!("producer {id}: sequences not ascending")));
+                }
+                p.recent.push_back(a);
+            }
+            if s.producers.insert(id, p).is_some() {
+                return Err((at, format!("producer {id} appears twice")));
+            }
         }
         let n = r.u64().map_err(|f| e(&r, f))?;
         if n.saturating_mul(16) != r.remaining() as u64 {
@@ -222,25 +298,18 @@ mod tests {
         assert!(s.remember(EventId::from_bytes(b"a"), 100));
         assert!(!s.remember(EventId::from_bytes(b"a"), 150));
         assert!(s.remember(EventId::from_bytes(b"b"), 200));
-        s.record_producer(
-            7,
-            ProducerState {
-                last_seq: 3,
-                applied: 10,
-                duplicates: 1,
-                last_seen: 50,
-            },
-        );
-        s.record_producer(
-            7,
-            ProducerState {
-                last_seq: 2,
-                applied: 1,
-                duplicates: 0,
-                last_seen: 60,
-            },
-        );
-        assert_eq!(s.producer(7).map(|p| p.last_seq), Some(3));
+        let a = |seq, applied| AppliedSeq {
+            seq,
+            applied,
+            duplicates: 0,
+        };
+        s.record_producer(7, a(3, 10), 50);
+        s.record_producer(7, a(2, 1), 60);
+        let p = s.producer(7).expect("remembered");
+        assert_eq!(p.check(3), SeqCheck::Duplicate(a(3, 10)));
+        assert_eq!(p.check(2), SeqCheck::Duplicate(a(2, 1)));
+        assert_eq!(p.check(1), SeqCheck::New, "never applied: not a duplicate");
+        assert_eq!(p.last_seen, 60);
         let copy = DedupState::decode(&s.encode()).expect("round trip");
         assert!(copy.seen(EventId::from_bytes(b"a")));
         assert_eq!(copy.producer(7), s.producer(7));
@@ -251,6 +320,31 @@ mod tests {
         s.expire(2000, 1000);
         assert_eq!(s.producers(), 0);
         assert_eq!(s.event_ids(), 0);
+    }
+
+    #[test]
+    fn only_the_recent_window_is_remembered() {
+        let mut s = DedupState::new();
+        let n = RECENT_SEQUENCES as u64;
+        for seq in (1..=n + 10).filter(|q| q % 2 == 0 || *q > 20) {
+            s.record_producer(
+                1,
+                AppliedSeq {
+                    seq,
+                    applied: 1,
+                    duplicates: 0,
+                },
+                0,
+            );
+        }
+        let p = s.producer(1).expect("remembered").clone();
+        assert_eq!(p.recent.len(), RECENT_SEQUENCES);
+        let oldest = p.recent[0].seq;
+        assert_eq!(p.check(oldest - 1), SeqCheck::TooOld { oldest });
+        assert!(matches!(p.check(n + 10), SeqCheck::Duplicate(_)));
+        assert_eq!(p.check(n + 11), SeqCheck::New);
+        let copy = DedupState::decode(&s.encode()).expect("round trip");
+        assert_eq!(copy.producer(1), Some(&p));
     }
 
     #[test]

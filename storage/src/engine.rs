@@ -17,7 +17,7 @@ use rustc_hash::FxHashMap;
 
 use crate::cell::Cell;
 use crate::compaction::{choose, CompactionTask, MergeIter};
-use crate::dedup::{DedupState, EventId, ProducerState};
+use crate::dedup::{AppliedSeq, DedupState, EventId, SeqCheck};
 use crate::dict::{self, SeriesDict};
 use crate::error::{Error, Result};
 use crate::fs::{parent, write_atomic, DirLock, FileSystem};
@@ -106,8 +106,7 @@ pub struct ApplyOutcome {
     /// Events skipped because their id was seen inside the dedup window.
     pub duplicates: u32,
     /// True when the producer sequence was already applied: nothing was counted
-    /// now; `applied` and `duplicates` repeat the original counts when the retry
-    /// is of the producer's latest batch, and are 0 for an older one.
+    /// now; `applied` and `duplicates` repeat the original batch's counts.
     pub duplicate_batch: bool,
 }
 
@@ -482,12 +481,12 @@ impl Engine {
                 if let Some(p) = rec.header.producer {
                     dedup.record_producer(
                         p.id,
-                        ProducerState {
-                            last_seq: p.seq,
+                        AppliedSeq {
+                            seq: p.seq,
                             applied: p.applied,
                             duplicates: p.duplicates,
-                            last_seen: rec.header.accepted_at,
                         },
+                        rec.header.accepted_at,
                     );
                 }
                 report.records_replayed += 1;
@@ -962,20 +961,26 @@ impl Shared {
             });
         }
         if let Some(p) = batch.producer {
-            if let Some(state) = ws.dedup.producer(p.id).copied() {
-                if p.seq <= state.last_seq {
+            match ws.dedup.producer(p.id).map(|state| state.check(p.seq)) {
+                None | Some(SeqCheck::New) => {}
+                Some(SeqCheck::Duplicate(original)) => {
                     // A retry: acknowledged once the original is durable (everything
-                    // logged so far), with the original counts when it was the
-                    // producer's latest batch.
-                    let latest = p.seq == state.last_seq;
+                    // logged so far), with the original counts.
                     return Ok(Pending {
                         wait_lsn: ws.last_lsn,
                         outcome: ApplyOutcome {
                             lsn: 0,
-                            applied: if latest { state.applied } else { 0 },
-                            duplicates: if latest { state.duplicates } else { 0 },
+                            applied: original.applied,
+                            duplicates: original.duplicates,
                             duplicate_batch: true,
                         },
+                    });
+                }
+                Some(SeqCheck::TooOld { oldest }) => {
+                    return Err(Error::SequenceTooOld {
+                        producer: p.id,
+                        seq: p.seq,
+                        oldest,
                     });
                 }
             }
@@ -1083,12 +1088,12 @@ impl Shared {
         if let Some(p) = producer {
             ws.dedup.record_producer(
                 p.id,
-                ProducerState {
-                    last_seq: p.seq,
+                AppliedSeq {
+                    seq: p.seq,
                     applied,
                     duplicates,
-                    last_seen: now,
                 },
+                now,
             );
         }
         let wants_flush = {

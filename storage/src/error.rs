@@ -85,6 +85,18 @@ pub enum Error {
         /// The configured limit.
         skew_ms: i64,
     },
+    /// A producer sequence older than every sequence remembered for that producer:
+    /// it cannot be told whether it was applied, so it is refused rather than
+    /// risk counting it twice.
+    #[error("producer {producer}: sequence {seq} is older than the oldest remembered ({oldest}); it may have been applied already")]
+    SequenceTooOld {
+        /// The producer id.
+        producer: u64,
+        /// The sequence sent.
+        seq: u64,
+        /// The oldest sequence remembered.
+        oldest: u64,
+    },
     /// A batch holds more events than allowed.
     #[error("batch of {events} events is larger than the limit of {max}")]
     BatchTooLarge {

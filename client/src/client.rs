@@ -1,0 +1,592 @@
+//! [`Client`] and [`ClientBuilder`]: the async API.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tallydb_protocol::{
+    decode_frame, encode_request, Message, RangeQuery, Request, Response, Selector, SeriesQuery,
+    Snapshot, TopQuery, TotalQuery, MAX_CLIENT_NAME_LEN, MAX_EVENT_ID_LEN, MAX_SERIES_KEY_LEN,
+    MAX_TOKEN_LEN,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::backoff::{random_u64, RetryPolicy};
+use crate::batch::Batch;
+use crate::breaker::{BreakerConfig, CircuitState};
+use crate::connection::{self, Command, Config, OwnedEvent, Payload, Shared, Task};
+use crate::error::{Error, Result};
+use crate::recorder::RecorderBuilder;
+use crate::types::{
+    IncrResult, RangeResult, SeriesResult, ServerInfo, Stats, TopResult, TotalResult,
+};
+
+/// The default server address.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:7411";
+
+/// Settings for a [`Client`]; [`ClientBuilder::connect`] opens it.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), tallydb_client::Error> {
+/// use std::time::Duration;
+/// use tallydb_client::{Client, RetryPolicy};
+/// let client = Client::builder("127.0.0.1:7411")
+///     .connect_timeout(Duration::from_secs(1))
+///     .request_timeout(Duration::from_secs(5))
+///     .token("s3cr3t")
+///     .client_name("checkout/1.4")
+///     .retry(RetryPolicy::default().max_retries(5))
+///     .connect()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    config: Config,
+    queue_capacity: usize,
+}
+
+impl ClientBuilder {
+    /// Settings with defaults for the server at `addr` (`host:port`).
+    pub fn new(addr: impl Into<String>) -> Self {
+        Self {
+            config: Config {
+                addr: addr.into(),
+                connect_timeout: Duration::from_secs(5),
+                request_timeout: Duration::from_secs(10),
+                token: Vec::new(),
+                client_name: format!("tallydb-client/{}", env!("CARGO_PKG_VERSION")),
+                retry: RetryPolicy::default(),
+                breaker: BreakerConfig::default(),
+                producer_id: random_u64(),
+                max_in_flight: 128,
+                max_aliases: 65_536,
+            },
+            queue_capacity: 1024,
+        }
+    }
+
+    /// Bound on TCP connect plus the `HELLO` handshake (default 5 s).
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.config.connect_timeout = d;
+        self
+    }
+
+    /// Bound on each request's answer, counted from when it is written (default 10 s).
+    /// An overdue answer means the connection is dead: it is replaced and the request
+    /// retried. Raise it for slow admin commands (`compact`, `snapshot`).
+    pub fn request_timeout(mut self, d: Duration) -> Self {
+        self.config.request_timeout = d;
+        self
+    }
+
+    /// The token sent in `HELLO`; it selects the role (none by default).
+    pub fn token(mut self, token: impl Into<Vec<u8>>) -> Self {
+        self.config.token = token.into();
+        self
+    }
+
+    /// A name for the server's logs, e.g. `checkout/1.4`.
+    pub fn client_name(mut self, name: impl Into<String>) -> Self {
+        self.config.client_name = name.into();
+        self
+    }
+
+    /// Retry policy (default: 3 retries, 50 ms doubling to 2 s, full jitter).
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.config.retry = policy;
+        self
+    }
+
+    /// Circuit breaker settings (default: opens after 5 failures, probes after 2 s).
+    pub fn breaker(mut self, breaker: BreakerConfig) -> Self {
+        self.config.breaker = breaker;
+        self
+    }
+
+    /// The producer id for exactly-once batches (default: random per client).
+    ///
+    /// Two live clients must never share a producer id. A stable id across restarts is
+    /// safe: sequences start at the current time in microseconds, so they keep
+    /// increasing as long as the clock does not step back.
+    pub fn producer_id(mut self, id: u64) -> Self {
+        self.config.producer_id = id;
+        self
+    }
+
+    /// Most requests written and not yet answered on the connection (default 128).
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.config.max_in_flight = n.max(1);
+        self
+    }
+
+    /// Requests queued for the connection task beyond those in flight (default 1024);
+    /// callers wait for room when it is full.
+    pub fn queue_capacity(mut self, n: usize) -> Self {
+        self.queue_capacity = n.max(1);
+        self
+    }
+
+    /// Most series aliases per connection (default 65 536; the server's `max_aliases`
+    /// applies too). Series beyond it are sent by full key.
+    pub fn max_aliases(mut self, n: u32) -> Self {
+        self.config.max_aliases = n;
+        self
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.config.client_name.len() > MAX_CLIENT_NAME_LEN {
+            return Err(Error::InvalidArgument(format!(
+                "the client name is longer than {MAX_CLIENT_NAME_LEN} bytes"
+            )));
+        }
+        if self.config.token.len() > MAX_TOKEN_LEN {
+            return Err(Error::InvalidArgument(format!(
+                "the token is longer than {MAX_TOKEN_LEN} bytes"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Connects and completes the handshake (one attempt, within the connect timeout),
+    /// then starts the connection task on the current tokio runtime.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), tallydb_client::Error> {
+    /// let client = tallydb_client::Client::builder("127.0.0.1:7411").connect().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect(self) -> Result<Client> {
+        self.check()?;
+        let session = connection::connect(&self.config).await?;
+        Ok(self.spawn(Some(session)))
+    }
+
+    /// Starts the client without connecting: the first request connects. Useful when
+    /// the server may be down at start-up. Must be called within a tokio runtime.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), tallydb_client::Error> {
+    /// let client = tallydb_client::Client::builder("127.0.0.1:7411").connect_lazy()?;
+    /// client.ping().await?; // connects now
+    /// # Ok(()) }
+    /// ```
+    pub fn connect_lazy(self) -> Result<Client> {
+        self.check()?;
+        Ok(self.spawn(None))
+    }
+
+    fn spawn(self, session: Option<connection::Session>) -> Client {
+        let (tx, rx) = mpsc::channel(self.queue_capacity);
+        let config = Arc::new(self.config);
+        let shared = Arc::new(Shared::default());
+        if let Some(s) = &session {
+            shared.set_server_info(Some(s.info.clone()));
+        }
+        let task = Task::new(Arc::clone(&config), Arc::clone(&shared), rx);
+        tokio::spawn(task.run(session));
+        Client {
+            inner: Arc::new(Inner { tx, config, shared }),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    tx: mpsc::Sender<Command>,
+    config: Arc<Config>,
+    shared: Arc<Shared>,
+}
+
+/// An async TallyDB client. Cheap to clone; every clone shares one connection task.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), tallydb_client::Error> {
+/// use tallydb_client::{Client, Selector};
+/// let client = Client::connect("127.0.0.1:7411").await?;
+/// client.incr("page_hits{page=/}").await?;
+/// client.incr_by("ad_clicks{ad=ad001,country=US}", 3).await?;
+/// let now = tallydb_client::now_ms();
+/// let total = client
+///     .total(&Selector::Exact("page_hits{page=/}"), now - 3_600_000, now + 60_000)
+///     .await?;
+/// println!("{} hits", total.sum);
+/// # Ok(()) }
+/// ```
+///
+/// Requests from many tasks are pipelined over one TCP connection. Every request is
+/// answered within its retries' bounds (connect timeout, request timeout, backoff); the
+/// connection task stops once every clone is dropped and every request answered.
+#[derive(Debug, Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl Client {
+    /// Connects to `addr` (`host:port`) with default settings.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), tallydb_client::Error> {
+    /// let client = tallydb_client::Client::connect("127.0.0.1:7411").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect(addr: impl Into<String>) -> Result<Client> {
+        ClientBuilder::new(addr).connect().await
+    }
+
+    /// Settings for a client of the server at `addr`.
+    pub fn builder(addr: impl Into<String>) -> ClientBuilder {
+        ClientBuilder::new(addr)
+    }
+
+    /// The producer id this client's batches carry.
+    pub fn producer_id(&self) -> u64 {
+        self.inner.config.producer_id
+    }
+
+    /// What the server announced on the current connection; `None` while disconnected.
+    pub fn server_info(&self) -> Option<ServerInfo> {
+        self.inner
+            .shared
+            .server_info
+            .lock()
+            .ok()
+            .and_then(|g| g.clone())
+    }
+
+    /// The circuit breaker's state.
+    pub fn circuit_state(&self) -> CircuitState {
+        self.inner.shared.circuit()
+    }
+
+    /// Adds 1 to `key` at the server's receive time.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: tallydb_client::Client) -> Result<(), tallydb_client::Error> {
+    /// client.incr("video_views{video=v42}").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn incr(&self, key: &str) -> Result<IncrResult> {
+        self.incr_by(key, 1).await
+    }
+
+    /// Adds `delta` (may be negative) to `key` at the server's receive time.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: tallydb_client::Client) -> Result<(), tallydb_client::Error> {
+    /// client.incr_by("bytes_sent{host=a}", 1500).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn incr_by(&self, key: &str, delta: i64) -> Result<IncrResult> {
+        self.batch().add(key, delta).send().await
+    }
+
+    /// Adds `delta` to `key` at `ts_ms` (unix ms), e.g. for late or backfilled events.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: tallydb_client::Client) -> Result<(), tallydb_client::Error> {
+    /// let an_hour_ago = tallydb_client::now_ms() - 3_600_000;
+    /// client.incr_at("likes{post=p1}", 1, an_hour_ago).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn incr_at(&self, key: &str, delta: i64, ts_ms: i64) -> Result<IncrResult> {
+        self.batch().add_at(key, delta, ts_ms).send().await
+    }
+
+    /// A batch of events sent as one `INCR`, applied all or nothing and exactly once.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: tallydb_client::Client) -> Result<(), tallydb_client::Error> {
+    /// let result = client
+    ///     .batch()
+    ///     .add("page_hits{page=/}", 1)
+    ///     .add_at("page_hits{page=/about}", 2, tallydb_client::now_ms() - 60_000)
+    ///     .add_with_id("orders{shop=s1}", 1, b"order-8812")
+    ///     .send()
+    ///     .await?;
+    /// assert_eq!(result.applied + result.duplicates, 3);
+    /// # Ok(()) }
+    /// ```
+    pub fn batch(&self) -> Batch {
+        Batch::new(self.clone())
+    }
+
+    /// Sends already-owned events as one batch.
+    pub(crate) async fn send_events(&self, events: Vec<OwnedEvent>) -> Result<IncrResult> {
+        for e in &events {
+            check_event(e)?;
+        }
+        let bytes = self.call(Payload::Incr(events)).await?;
+        match decode_response(&bytes)? {
+            Response::IncrOk(ok) => Ok(ok.into()),
+            other => Err(unexpected("INCR_OK", &other)),
+        }
+    }
+
+    /// Points of `query.function` over `[from_ms, to_ms)` at `query.step`.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: tallydb_client::Client) -> Result<(), tallydb_client::Error> {
+    /// use tallydb_client::{Function, RangeQuery, Selector, Step};
+    /// let now = tallydb_client::now_ms();
+    /// let range = client
+    ///     .range(&RangeQuery {
+    ///         selector: Selector::Exact("page_hits{page=/}"),
+    ///         from_ms: now - 3_600_000,
+    ///         to_ms: now,
+    ///         step: Step::Millis(60_000),
+    ///         function: Function::Sum,
+    ///     })
+    ///     .await?;
+    /// for group in &range.groups {
+    ///     for p in &group.points {
+    ///         println!("{} {}", p.ts_ms, p.value);
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn range(&self, query: &RangeQuery<'_>) -> Result<RangeResult> {
+        let (bytes, _) = self.request(&Request::Range(query.clone())).await?;
+        match decode_response(&bytes)? {
+            Response::RangeOk(ok) => Ok(ok.into()),
+            other => Err(unexpected("RANGE_OK", &other)),
+        }
+    }
+
+    /// Sum and count of `selector` over `[from_ms, to_ms)`.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: tallydb_client::Client) -> Result<(), tallydb_client::Error> {
+    /// use tallydb_client::Selector;
+    /// let now = tallydb_client::now_ms();
+    /// let t = client.total(&Selector::Prefix("com.amazon."), now - 86_400_000, now).await?;
+    /// println!("{} over {} events", t.sum, t.count);
+    /// # Ok(()) }
+    /// ```
+    pub async fn total(
+        &self,
+        selector: &Selector<'_>,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<TotalResult> {
+        let req = Request::Total(TotalQuery {
+            selector: selector.clone(),
+            from_ms,
+            to_ms,
+        });
+        let (bytes, _) = self.request(&req).await?;
+        match decode_response(&bytes)? {
+            Response::TotalOk(ok) => Ok(ok.into()),
+            other => Err(unexpected("TOTAL_OK", &other)),
+        }
+    }
+
+    /// The `query.n` largest sums, per series or per value of `query.group_by`.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: tallydb_client::Client) -> Result<(), tallydb_client::Error> {
+    /// use tallydb_client::{MetricSelector, Selector, TopQuery};
+    /// let now = tallydb_client::now_ms();
+    /// let top = client
+    ///     .top(&TopQuery {
+    ///         selector: Selector::Metric(MetricSelector {
+    ///             name: "ad_clicks",
+    ///             matchers: vec![],
+    ///             group_by: vec![],
+    ///         }),
+    ///         from_ms: now - 3_600_000,
+    ///         to_ms: now,
+    ///         n: 10,
+    ///         group_by: Some("ad"),
+    ///     })
+    ///     .await?;
+    /// for e in &top.entries {
+    ///     println!("{} {}", e.name, e.sum);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn top(&self, query: &TopQuery<'_>) -> Result<TopResult> {
+        let (bytes, _) = self.request(&Request::Top(query.clone())).await?;
+        match decode_response(&bytes)? {
+            Response::TopOk(ok) => Ok(ok.into()),
+            other => Err(unexpected("TOP_OK", &other)),
+        }
+    }
+
+    /// Up to `limit` series keys matching `selector`.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: tallydb_client::Client) -> Result<(), tallydb_client::Error> {
+    /// use tallydb_client::Selector;
+    /// let s = client.series(&Selector::Prefix("ad_"), 100).await?;
+    /// println!("{:?} (truncated: {})", s.keys, s.truncated);
+    /// # Ok(()) }
+    /// ```
+    pub async fn series(&self, selector: &Selector<'_>, limit: u32) -> Result<SeriesResult> {
+        let req = Request::Series(SeriesQuery {
+            selector: selector.clone(),
+            limit,
+        });
+        let (bytes, _) = self.request(&req).await?;
+        match decode_response(&bytes)? {
+            Response::SeriesOk(ok) => Ok(ok.into()),
+            other => Err(unexpected("SERIES_OK", &other)),
+        }
+    }
+
+    /// Server figures.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: tallydb_client::Client) -> Result<(), tallydb_client::Error> {
+    /// let stats = client.stats().await?;
+    /// println!("{:?}", stats.get("wal.fsyncs"));
+    /// # Ok(()) }
+    /// ```
+    pub async fn stats(&self) -> Result<Stats> {
+        let (bytes, _) = self.request(&Request::Stats).await?;
+        match decode_response(&bytes)? {
+            Response::StatsOk(ok) => Ok(ok.into()),
+            other => Err(unexpected("STATS_OK", &other)),
+        }
+    }
+
+    /// Round trip to the server; returns the time it took (including any reconnect).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: tallydb_client::Client) -> Result<(), tallydb_client::Error> {
+    /// println!("rtt {:?}", client.ping().await?);
+    /// # Ok(()) }
+    /// ```
+    pub async fn ping(&self) -> Result<Duration> {
+        let (bytes, took) = self.request(&Request::Ping).await?;
+        match decode_response(&bytes)? {
+            Response::Pong => Ok(took),
+            other => Err(unexpected("PONG", &other)),
+        }
+    }
+
+    /// Admin: flush the server's memtable to a segment file. Returns the server's message.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: tallydb_client::Client) -> Result<(), tallydb_client::Error> {
+    /// println!("{}", client.flush().await?);
+    /// # Ok(()) }
+    /// ```
+    pub async fn flush(&self) -> Result<String> {
+        self.admin(&Request::Flush).await
+    }
+
+    /// Admin: run a compaction. Returns the server's message.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: tallydb_client::Client) -> Result<(), tallydb_client::Error> {
+    /// println!("{}", client.compact().await?);
+    /// # Ok(()) }
+    /// ```
+    pub async fn compact(&self) -> Result<String> {
+        self.admin(&Request::Compact).await
+    }
+
+    /// Admin: write an online snapshot into `target_dir` on the server's file system.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: tallydb_client::Client) -> Result<(), tallydb_client::Error> {
+    /// println!("{}", client.snapshot("/backups/tally-2024-06-01").await?);
+    /// # Ok(()) }
+    /// ```
+    pub async fn snapshot(&self, target_dir: &str) -> Result<String> {
+        self.admin(&Request::Snapshot(Snapshot { target_dir }))
+            .await
+    }
+
+    /// A [`Recorder`](crate::Recorder) builder on this client.
+    pub fn recorder(&self) -> RecorderBuilder {
+        RecorderBuilder::new(self.clone())
+    }
+
+    async fn admin(&self, req: &Request<'_>) -> Result<String> {
+        let (bytes, _) = self.request(req).await?;
+        match decode_response(&bytes)? {
+            Response::AdminOk(ok) => Ok(ok.message.into_owned()),
+            other => Err(unexpected("ADMIN_OK", &other)),
+        }
+    }
+
+    /// Encodes `req` (request id patched in by the connection task) and waits for its
+    /// answer; also returns how long that took.
+    async fn request(&self, req: &Request<'_>) -> Result<(Bytes, Duration)> {
+        let mut out = BytesMut::new();
+        encode_request(0, req, &mut out);
+        let started = Instant::now();
+        let bytes = self.call(Payload::Frame(out.freeze())).await?;
+        Ok((bytes, started.elapsed()))
+    }
+
+    async fn call(&self, payload: Payload) -> Result<Bytes> {
+        let (reply, answer) = oneshot::channel();
+        self.inner
+            .tx
+            .send(Command { payload, reply })
+            .await
+            .map_err(|_| Error::Closed)?;
+        answer.await.map_err(|_| Error::Closed)?
+    }
+}
+
+fn check_event(e: &OwnedEvent) -> Result<()> {
+    if e.key.len() > MAX_SERIES_KEY_LEN {
+        return Err(Error::InvalidArgument(format!(
+            "series key {:?}… is longer than {MAX_SERIES_KEY_LEN} bytes",
+            e.key.chars().take(40).collect::<String>()
+        )));
+    }
+    if e.event_id
+        .as_ref()
+        .is_some_and(|id| id.len() > MAX_EVENT_ID_LEN)
+    {
+        return Err(Error::InvalidArgument(format!(
+            "an event id is longer than {MAX_EVENT_ID_LEN} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// Decodes a whole response frame handed over by the connection task.
+fn decode_response(bytes: &[u8]) -> Result<Response<'_>> {
+    match decode_frame(bytes, u32::MAX)? {
+        Some((frame, _)) => match frame.message {
+            Message::Response(Response::Error(e)) => Err(Error::server(&e)),
+            Message::Response(r) => Ok(r),
+            Message::Request(_) => Err(Error::UnexpectedResponse {
+                expected: "a response",
+                got: "a request",
+            }),
+        },
+        None => Err(Error::Protocol(tallydb_protocol::DecodeError::Truncated {
+            what: "response frame",
+        })),
+    }
+}
+
+fn unexpected(expected: &'static str, got: &Response<'_>) -> Error {
+    Error::UnexpectedResponse {
+        expected,
+        got: response_name(got),
+    }
+}
+
+/// The documentation name of a response.
+pub(crate) fn response_name(r: &Response<'_>) -> &'static str {
+    match r {
+        Response::HelloOk(_) => "HELLO_OK",
+        Response::Pong => "PONG",
+        Response::IncrOk(_) => "INCR_OK",
+        Response::RangeOk(_) => "RANGE_OK",
+        Response::TotalOk(_) => "TOTAL_OK",
+        Response::TopOk(_) => "TOP_OK",
+        Response::SeriesOk(_) => "SERIES_OK",
+        Response::StatsOk(_) => "STATS_OK",
+        Response::AdminOk(_) => "ADMIN_OK",
+        Response::Error(_) => "ERROR",
+    }
+}

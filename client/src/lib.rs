@@ -1,0 +1,89 @@
+//! The TallyDB client: send counter increments to `tallyd` and query them, from async
+//! tokio services ([`Client`]), from plain threads ([`blocking::Client`]), or from hot
+//! paths that must not wait on the network ([`Recorder`]).
+//!
+//! The client speaks the binary protocol of `docs/PROTOCOL.md` through the pure
+//! `tallydb-protocol` crate, whose query types ([`Selector`], [`RangeQuery`],
+//! [`TopQuery`] …) it re-exports.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), tallydb_client::Error> {
+//! use tallydb_client::{Client, Selector};
+//!
+//! let client = Client::connect("127.0.0.1:7411").await?;
+//! client.incr("page_hits{page=/}").await?;
+//! client.batch().add("ad_clicks{ad=ad001}", 1).add("ad_clicks{ad=ad002}", 4).send().await?;
+//! let now = tallydb_client::now_ms();
+//! let total = client.total(&Selector::Exact("page_hits{page=/}"), now - 3_600_000, now + 60_000).await?;
+//! println!("{} hits (closed until {})", total.sum, total.closed_until_ms);
+//! # Ok(()) }
+//! ```
+//!
+//! # Module tour
+//!
+//! - [`client`](Client): [`Client`] and [`ClientBuilder`]: connect, increment, batch,
+//!   query, admin. Clones share one connection task.
+//! - `connection` (private): the connection task — one TCP connection at a time,
+//!   pipelined requests matched by request id, per-connection series aliases, request
+//!   timeouts, reconnects, retries, exactly-once producer sequences. Its module
+//!   documentation explains the delivery guarantees.
+//! - [`batch`](Batch): [`Batch`], several events sent as one all-or-nothing `INCR`.
+//! - [`recorder`](Recorder): [`Recorder`], buffered increments for hot paths with a
+//!   background flusher, bounded memory ([`Overflow`]) and a [`RecorderReport`].
+//! - [`blocking`]: [`blocking::Client`], the same API for code without async.
+//! - [`RetryPolicy`] (module `backoff`): exponential backoff with full jitter.
+//! - [`CircuitBreaker`] (module `breaker`): closed → open → half-open.
+//! - `aliases` (private): the per-connection alias table.
+//! - [`types`](TotalResult): owned answers ([`TotalResult`], [`RangeResult`],
+//!   [`TopResult`] …), each with the tiers that served it and `closed_until_ms`.
+//! - [`Error`]: typed errors; [`Error::is_retryable`], [`Error::maybe_applied`].
+//!
+//! # Guarantees
+//!
+//! - **Exactly once.** Every batch carries the client's producer id and a sequence; a
+//!   batch resent after a lost connection reuses its sequence, so the server applies it
+//!   once. Only [`Error::Indeterminate`] leaves a batch's fate unknown (every retry
+//!   failed after it may have been applied); every other error means nothing of the
+//!   batch was counted.
+//! - **Bounded waits.** Connecting is bounded by the connect timeout, each answer by the
+//!   request timeout, retries by the [`RetryPolicy`]; the [`CircuitBreaker`] fails calls
+//!   at once while a server keeps failing.
+//! - **Read your writes.** Requests go over one connection in order, and the server
+//!   answers them in order: a query sees every increment acknowledged before it.
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+#![warn(missing_docs)]
+
+mod aliases;
+mod backoff;
+mod batch;
+pub mod blocking;
+mod breaker;
+mod client;
+mod connection;
+mod error;
+mod recorder;
+mod types;
+
+pub use backoff::RetryPolicy;
+pub use batch::Batch;
+pub use breaker::{BreakerConfig, CircuitBreaker, CircuitState};
+pub use client::{Client, ClientBuilder, DEFAULT_ADDR};
+pub use error::{Error, Result};
+pub use recorder::{Overflow, Recorder, RecorderBuilder, RecorderReport};
+pub use types::{
+    IncrResult, RangeGroup, RangePoint, RangeResult, SeriesResult, ServerInfo, Stats, TopEntry,
+    TopResult, TotalResult, Value,
+};
+
+pub use tallydb_protocol::{
+    ErrorCode, Function, Limits, MatchOp, Matcher, MetricSelector, RangeQuery, Role, Selector,
+    Step, Tiers, TopQuery,
+};
+
+/// The current time in unix milliseconds (the unit of every timestamp in the API).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
