@@ -21,6 +21,11 @@ use crate::types::{
     IncrResult, RangeResult, SeriesResult, ServerInfo, Stats, TopResult, TotalResult,
 };
 
+/// Most requests unanswered on one connection. It equals the number of recent
+/// sequences the server remembers per producer, so every batch left ambiguous by a
+/// lost connection can still be recognised when it is resent: counted once, never
+/// refused as too old.
+pub const MAX_IN_FLIGHT: usize = 64;
 /// The default server address.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:7411";
 
@@ -59,7 +64,7 @@ impl ClientBuilder {
                 retry: RetryPolicy::default(),
                 breaker: BreakerConfig::default(),
                 producer_id: random_u64(),
-                max_in_flight: 128,
+                max_in_flight: MAX_IN_FLIGHT,
                 max_aliases: 65_536,
             },
             queue_capacity: 1024,
@@ -114,9 +119,10 @@ impl ClientBuilder {
         self
     }
 
-    /// Most requests written and not yet answered on the connection (default 128).
+    /// Most requests written and not yet answered on the connection (default and
+    /// maximum [`MAX_IN_FLIGHT`]).
     pub fn max_in_flight(mut self, n: usize) -> Self {
-        self.config.max_in_flight = n.max(1);
+        self.config.max_in_flight = n.clamp(1, MAX_IN_FLIGHT);
         self
     }
 

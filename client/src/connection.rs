@@ -28,12 +28,12 @@
 //! retryable `ERROR` was not applied at all: unless it is ambiguous, it is retried under
 //! a new sequence, since later batches may have been applied in the meantime.
 //!
-//! Known limit: the server remembers only a producer's last sequence. If a pipelined
-//! batch is refused with a retryable `ERROR` (not applied), a later batch is applied,
-//! and the connection fails before the client reads either answer, the resent refused
-//! batch is taken for a duplicate and not counted. This needs a retryable error and a
-//! lost connection within one round trip; a server that remembered the outcome of a
-//! producer's recent sequences would close it.
+//! The server remembers the outcomes of each producer's 64 most recent sequences, so
+//! an ambiguous batch resent after later batches were applied is still recognised:
+//! counted if it never was, acknowledged as a duplicate if it was. A resent batch
+//! older than that window is refused with `OUT_OF_ORDER` rather than risk a double
+//! count, which cannot happen here: at most [`crate::client::MAX_IN_FLIGHT`] (64)
+//! requests are ever unanswered on a connection.
 //!
 //! Sequences start at the current time in microseconds, so a producer id reused by a
 //! restarted process still sends increasing sequences.

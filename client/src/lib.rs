@@ -67,7 +67,7 @@ mod types;
 pub use backoff::RetryPolicy;
 pub use batch::Batch;
 pub use breaker::{BreakerConfig, CircuitBreaker, CircuitState};
-pub use client::{Client, ClientBuilder, DEFAULT_ADDR};
+pub use client::{Client, ClientBuilder, DEFAULT_ADDR, MAX_IN_FLIGHT};
 pub use error::{Error, Result};
 pub use recorder::{Overflow, Recorder, RecorderBuilder, RecorderReport};
 pub use types::{
