@@ -185,13 +185,12 @@ pub fn header() -> Vec<u8> {
 /// everything there must be intact. Bytes past the committed length (left by a
 /// checkpoint that crashed before its manifest) are cut off.
 pub fn load(fs: &dyn FileSystem, path: &Path, committed_len: u64) -> Result<SeriesDict> {
-    let mut dict = SeriesDict::new();
     if committed_len == 0 {
         if fs.exists(path) {
             fs.remove_file(path)
                 .map_err(|e| Error::io("remove", path, e))?;
         }
-        return Ok(dict);
+        return Ok(SeriesDict::new());
     }
     let bytes = fs
         .read(path)
@@ -206,7 +205,19 @@ pub fn load(fs: &dyn FileSystem, path: &Path, committed_len: u64) -> Result<Seri
             ),
         ));
     }
-    let committed = &bytes[..committed_len as usize];
+    let dict = decode(path, &bytes[..committed_len as usize])?;
+    if bytes.len() as u64 > committed_len {
+        fs.truncate(path, committed_len)
+            .map_err(|e| Error::io("truncate series dictionary", path, e))?;
+    }
+    Ok(dict)
+}
+
+/// Parses the committed prefix of `series.dict` (header and records), changing
+/// nothing on disk; `path` names the file in errors. Used by [`load`] and by
+/// read-only checks such as [`crate::verify`].
+pub fn decode(path: &Path, committed: &[u8]) -> Result<SeriesDict> {
+    let mut dict = SeriesDict::new();
     if committed.len() < DICT_HEADER_LEN || committed[..8] != DICT_MAGIC {
         return Err(Error::corrupt(
             path,
@@ -253,10 +264,6 @@ pub fn load(fs: &dyn FileSystem, path: &Path, committed_len: u64) -> Result<Seri
         }
         let key = std::str::from_utf8(key).map_err(|_| bad("key is not UTF-8".into()))?;
         dict.define(id, key).map_err(bad)?;
-    }
-    if bytes.len() as u64 > committed_len {
-        fs.truncate(path, committed_len)
-            .map_err(|e| Error::io("truncate series dictionary", path, e))?;
     }
     Ok(dict)
 }

@@ -18,9 +18,14 @@
 //! - [`cell`], [`time`]: cells, tiers, buckets, retention, clocks;
 //!   [`coding`]: byte encodings; [`fs`]: the file-access trait, with
 //!   [`testing::FaultFs`] to simulate crashes, failed I/O and full disks.
+//! - Operator tools (`tally-admin`): [`offline`]: read-only loading of a data
+//!   directory no engine holds (WAL replayed in memory); [`verify`]: the
+//!   integrity check (every checksum, every rollup); [`inspect`]: what a
+//!   directory holds; [`backup`]: `BACKUP-MANIFEST` and restore's safe copy.
 //!
 //! File formats are specified byte by byte in `docs/STORAGE.md`.
 
+pub mod backup;
 pub mod cell;
 pub mod coding;
 pub mod compaction;
@@ -29,14 +34,17 @@ pub mod dict;
 pub mod engine;
 pub mod error;
 pub mod fs;
+pub mod inspect;
 pub mod manifest;
 pub mod memtable;
+pub mod offline;
 pub mod options;
 pub mod query;
 pub mod segment;
 pub mod series;
 pub mod testing;
 pub mod time;
+pub mod verify;
 pub mod wal;
 
 pub use cell::Cell;

@@ -1,0 +1,20 @@
+//! TallyDB's command-line tools. Today `tally-admin`, the operator's tool; the
+//! `tally` query CLI will join it here.
+//!
+//! A tour:
+//! - [`admin`]: every `tally-admin` command (verify, backup, restore, compact,
+//!   inspect, export) as a function of parsed arguments returning an outcome
+//!   with its exit code; the binary in `src/bin/tally-admin.rs` only parses flags.
+//! - [`wire`]: a small blocking protocol client for the admin requests
+//!   (`SNAPSHOT`, `COMPACT`) of a running `tallyd`.
+//! - [`selector`], [`timefmt`]: parsing of selectors and times given on the
+//!   command line; [`progress`]: progress on a terminal, silence when piped.
+//!
+//! The work itself (integrity checks, backups, reading a directory offline) is in
+//! the storage crate: `tallydb_storage::{verify, backup, offline, inspect}`.
+
+pub mod admin;
+pub mod progress;
+pub mod selector;
+pub mod timefmt;
+pub mod wire;
