@@ -45,6 +45,21 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// The `tallyd` binary for tests outside the server package: `TALLYD_BIN`, or
+/// `target/<profile>/tallyd` next to the calling test binary's directory (test
+/// binaries live in `target/<profile>/deps/`). `cargo test --workspace` builds it,
+/// since the server package has integration tests. `None` when it is missing: the
+/// caller should print a visible "skipping" message.
+pub fn tallyd_bin() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("TALLYD_BIN") {
+        return Some(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().ok()?;
+    let profile_dir = exe.parent()?.parent()?;
+    let bin = profile_dir.join(format!("tallyd{}", std::env::consts::EXE_SUFFIX));
+    bin.is_file().then_some(bin)
+}
+
 /// A running `tallyd` process.
 #[derive(Debug)]
 pub struct Tallyd {
