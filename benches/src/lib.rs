@@ -10,6 +10,8 @@
 //!   per increment and WAL replay speed, printed as a table with the command
 //!   that reproduces it.
 //! - `tally-storage-profile`: one workload in a loop, to run under a profiler.
+//! - `tally-bench` ([`load`]): the load generator, driving a real `tallyd` over the
+//!   wire protocol (see `docs/BENCHMARKS.md`).
 //!
 //! Helpers here:
 //! - [`Rng`]: a tiny deterministic generator (SplitMix64), so every run of a
@@ -30,6 +32,8 @@
 //!
 //! Everything runs on the real file system ([`tallydb_storage::fs::OsFs`]) in
 //! temporary directories unless a helper says otherwise.
+
+pub mod load;
 
 use std::path::Path;
 use std::sync::Arc;
