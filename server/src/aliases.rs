@@ -5,12 +5,14 @@
 //! bounded by `max_aliases` (an alias must be `< max_aliases`), so the table holds at
 //! most `max_aliases` entries.
 //!
-//! A batch's definitions are staged in an [`AliasBatch`] and take effect only when the
-//! batch is applied ([`AliasBatch::commit`]). If the batch fails, every alias it defined
-//! becomes undefined ([`AliasBatch::abort`]), as `docs/PROTOCOL.md` tells clients to
-//! assume, so client and server can never disagree about a binding.
+//! A batch's definitions take effect as they are read, so later events of the same
+//! batch can use them; resolving an alias is one vector index. If the batch fails,
+//! every alias it defined becomes undefined ([`AliasBatch::abort`]), as
+//! `docs/PROTOCOL.md` tells clients to assume, so client and server can never
+//! disagree about a binding.
 
-use std::collections::HashMap;
+/// Marks an alias slot with no binding.
+const UNDEFINED: u32 = u32::MAX;
 
 /// Why an alias could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -28,10 +30,12 @@ pub enum AliasError {
     Undefined(u32),
 }
 
-/// One connection's aliases.
+/// One connection's aliases: a dense vector indexed by alias (clients number
+/// aliases from 0), grown on first definition and never beyond `max`.
 #[derive(Debug, Clone)]
 pub struct AliasTable {
-    map: HashMap<u32, u32>,
+    slots: Vec<u32>,
+    defined: usize,
     max: u32,
 }
 
@@ -39,61 +43,75 @@ impl AliasTable {
     /// An empty table accepting aliases `< max`.
     pub fn new(max: u32) -> Self {
         Self {
-            map: HashMap::new(),
+            slots: Vec::new(),
+            defined: 0,
             max,
         }
     }
 
     /// Number of aliases defined.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.defined
     }
 
     /// Whether no alias is defined.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.defined == 0
     }
 
     /// The series id bound to `alias`.
     pub fn get(&self, alias: u32) -> Option<u32> {
-        self.map.get(&alias).copied()
+        self.slots
+            .get(alias as usize)
+            .copied()
+            .filter(|s| *s != UNDEFINED)
     }
 
-    /// Starts staging the definitions of one batch.
+    fn set(&mut self, alias: u32, series: u32) {
+        let i = alias as usize;
+        if i >= self.slots.len() {
+            self.slots.resize(i + 1, UNDEFINED);
+        }
+        let slot = &mut self.slots[i];
+        match (*slot == UNDEFINED, series == UNDEFINED) {
+            (true, false) => self.defined += 1,
+            (false, true) => self.defined -= 1,
+            _ => {}
+        }
+        *slot = series;
+    }
+
+    /// Starts the definitions of one batch.
     pub fn batch(&mut self) -> AliasBatch<'_> {
         AliasBatch {
             table: self,
-            staged: Vec::new(),
+            defined: Vec::new(),
         }
     }
 }
 
-/// The definitions of one `INCR` batch, not yet in effect.
+/// The definitions of one `INCR` batch: in effect at once (later events of the
+/// batch see them), remembered so that a failed batch can undefine them.
 #[derive(Debug)]
 pub struct AliasBatch<'t> {
     table: &'t mut AliasTable,
-    staged: Vec<(u32, u32)>,
+    defined: Vec<u32>,
 }
 
 impl AliasBatch<'_> {
-    /// Binds `alias` to `series` for the rest of the batch (and, on commit, the
-    /// connection).
+    /// Binds `alias` to `series` for the rest of the batch and, unless the batch
+    /// fails, the connection.
     pub fn define(&mut self, alias: u32, series: u32) -> Result<(), AliasError> {
         self.check(alias)?;
-        self.staged.push((alias, series));
+        self.table.set(alias, series);
+        self.defined.push(alias);
         Ok(())
     }
 
     /// The series `alias` names at this point of the batch.
     pub fn resolve(&self, alias: u32) -> Result<u32, AliasError> {
         self.check(alias)?;
-        self.staged
-            .iter()
-            .rev()
-            .find(|(a, _)| *a == alias)
-            .map(|(_, s)| *s)
-            .or_else(|| self.table.get(alias))
-            .ok_or(AliasError::Undefined(alias))
+        self.table.get(alias).ok_or(AliasError::Undefined(alias))
     }
 
     fn check(&self, alias: u32) -> Result<(), AliasError> {
@@ -106,17 +124,13 @@ impl AliasBatch<'_> {
         Ok(())
     }
 
-    /// The batch was applied: its definitions take effect.
-    pub fn commit(self) {
-        for (alias, series) in self.staged {
-            self.table.map.insert(alias, series);
-        }
-    }
+    /// The batch was applied: its definitions stay.
+    pub fn commit(self) {}
 
     /// The batch failed: every alias it defined (so far) becomes undefined.
     pub fn abort(self) {
-        for (alias, _) in self.staged {
-            self.table.map.remove(&alias);
+        for alias in self.defined {
+            self.table.set(alias, UNDEFINED);
         }
     }
 }
