@@ -22,22 +22,12 @@ use tallydb_client::{
     now_ms, BreakerConfig, CircuitState, Client, Error, Function, MetricSelector, Overflow,
     RangeQuery, RetryPolicy, Selector, Step, TopQuery,
 };
-use tallydb_e2e::Tallyd;
+use tallydb_e2e::{tallyd_bin, Tallyd};
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 const DAY: i64 = 86_400_000;
-
-fn tallyd_bin() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("TALLYD_BIN") {
-        return Some(PathBuf::from(p));
-    }
-    let exe = std::env::current_exe().ok()?;
-    let profile_dir = exe.parent()?.parent()?;
-    let bin = profile_dir.join(format!("tallyd{}", std::env::consts::EXE_SUFFIX));
-    bin.is_file().then_some(bin)
-}
 
 struct Env {
     dir: TempDir,
