@@ -1,5 +1,5 @@
-//! TallyDB's command-line tools. Today `tally-admin`, the operator's tool; the
-//! `tally` query CLI will join it here.
+//! TallyDB's command-line tools: `tally`, the query and ingest CLI, and
+//! `tally-admin`, the operator's tool.
 //!
 //! A tour:
 //! - [`admin`]: every `tally-admin` command (verify, backup, restore, compact,
@@ -7,6 +7,10 @@
 //!   with its exit code; the binary in `src/bin/tally-admin.rs` only parses flags.
 //! - [`wire`]: a small blocking protocol client for the admin requests
 //!   (`SNAPSHOT`, `COMPACT`) of a running `tallyd`.
+//! - [`tally`]: every `tally` command (incr, ingest, range, total, top, series,
+//!   stats, ping) over the `tallydb-client` crate, with [`tally::output`] (table,
+//!   JSON, JSON lines, CSV), [`tally::chart`] and [`tally::ingest`]; the binary in
+//!   `src/bin/tally.rs` only parses flags.
 //! - [`selector`], [`timefmt`]: parsing of selectors and times given on the
 //!   command line; [`progress`]: progress on a terminal, silence when piped.
 //!
@@ -16,5 +20,6 @@
 pub mod admin;
 pub mod progress;
 pub mod selector;
+pub mod tally;
 pub mod timefmt;
 pub mod wire;
