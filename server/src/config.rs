@@ -22,6 +22,9 @@ use tallydb_storage::{FsyncPolicy, Options, Retention};
 
 /// The default listen address: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7411";
+/// The default HTTP listen address (health, `/metrics`, the Prometheus query API):
+/// loopback only, the port after the protocol's.
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:7412";
 /// The default data directory, relative to the working directory.
 pub const DEFAULT_DATA_DIR: &str = "./tally-data";
 /// The default largest frame after the handshake: 16 MiB.
@@ -45,6 +48,14 @@ pub const DEFAULT_CONFIG: &str = r#"# tallyd configuration (TOML). Every key is 
 # Address and port to listen on. The default accepts loopback clients only; use
 # "0.0.0.0:7411" (and configure [auth] tokens) to serve the network.
 listen = "127.0.0.1:7411"
+
+# Address and port of the HTTP side door: /-/healthy, /-/ready, /metrics (Prometheus text
+# format) and a Prometheus-compatible query API for Grafana (docs/GRAFANA.md). It uses the
+# same tokens and roles as the protocol (HTTP Basic with the token as password, or
+# "Authorization: Bearer <token>"). "" turns it off. If this default address is already
+# in use (another tallyd on the host), tallyd logs a warning and runs without HTTP; an
+# address set explicitly that cannot be bound stops the start.
+http_listen = "127.0.0.1:7412"
 
 # Data directory, created if missing. One server owns it (a lock file refuses a second).
 data_dir = "./tally-data"
@@ -119,6 +130,7 @@ allow_remote_without_token = false
 /// Every key that an environment variable or a flag may set, as a dotted path.
 pub const SCALAR_KEYS: &[&str] = &[
     "listen",
+    "http_listen",
     "data_dir",
     "fsync",
     "max_future_skew",
@@ -259,6 +271,8 @@ pub struct AuthConfig {
 pub struct Config {
     /// Address to listen on.
     pub listen: SocketAddr,
+    /// Address of the HTTP side door; `None` when turned off.
+    pub http_listen: Option<SocketAddr>,
     /// Data directory.
     pub data_dir: PathBuf,
     /// WAL durability.
@@ -285,6 +299,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 7411)),
+            http_listen: Some(SocketAddr::from(([127, 0, 0, 1], 7412))),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             fsync: FsyncPolicy::Always,
             retention: Retention::default(),
@@ -453,6 +468,7 @@ struct RawAuth {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     listen: Option<String>,
+    http_listen: Option<String>,
     data_dir: Option<PathBuf>,
     fsync: Option<String>,
     max_future_skew: Option<String>,
@@ -493,6 +509,7 @@ impl RawConfig {
         let s = || Some(value.to_string());
         match key {
             "listen" => self.listen = s(),
+            "http_listen" => self.http_listen = s(),
             "data_dir" => self.data_dir = Some(PathBuf::from(value)),
             "fsync" => self.fsync = s(),
             "max_future_skew" => self.max_future_skew = s(),
@@ -613,6 +630,18 @@ impl RawConfig {
                 )
             })?,
         };
+        let http_listen = match self.http_listen.as_deref().map(str::trim) {
+            None => d.http_listen,
+            Some("") => None,
+            Some(s) => Some(s.parse::<SocketAddr>().map_err(|e| {
+                self.invalid(
+                    "http_listen",
+                    format!(
+                        "{s:?} is not an IP address and port such as \"127.0.0.1:7412\" (or \"\" to turn HTTP off): {e}"
+                    ),
+                )
+            })?),
+        };
         let data_dir = self.data_dir.clone().unwrap_or(d.data_dir);
         if data_dir.as_os_str().is_empty() {
             return Err(self.invalid("data_dir", "must not be empty"));
@@ -728,6 +757,7 @@ impl RawConfig {
         }
         let config = Config {
             listen,
+            http_listen,
             data_dir,
             fsync,
             retention,
@@ -891,6 +921,7 @@ mod tests {
     fn every_scalar_key_can_be_set_by_its_variable() {
         let values = [
             ("listen", "0.0.0.0:9"),
+            ("http_listen", ""),
             ("data_dir", "/x"),
             ("fsync", "never"),
             ("max_future_skew", "1m"),
@@ -915,6 +946,7 @@ mod tests {
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), *v)).collect();
         let c = load("", &env, &[]).unwrap();
         assert_eq!(c.listen.to_string(), "0.0.0.0:9");
+        assert_eq!(c.http_listen, None, "an empty http_listen turns HTTP off");
         assert_eq!(c.data_dir, PathBuf::from("/x"));
         assert_eq!(c.fsync, FsyncPolicy::Never);
         assert_eq!(c.max_future_skew, Duration::from_secs(60));

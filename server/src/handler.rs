@@ -46,6 +46,8 @@ pub struct ServerStats {
     pub requests: AtomicU64,
     /// Requests answered with `ERROR`.
     pub request_errors: AtomicU64,
+    /// Latency histograms and errors by code, for `/metrics`.
+    pub telemetry: crate::http::metrics::Telemetry,
 }
 
 /// What every connection shares: the engine, the limits, the authenticator, figures.
@@ -99,13 +101,21 @@ pub fn finish_pending(shared: &Shared, session: &mut Session, out: &mut BytesMut
         session.unsynced.clear();
         return;
     };
-    if let Err(e) = shared.engine.wait(pending) {
+    let started = Instant::now();
+    let waited = shared.engine.wait(pending);
+    shared
+        .stats
+        .telemetry
+        .durable_wait
+        .observe(started.elapsed());
+    if let Err(e) = waited {
         let reply = storage_error(&e);
         if let Some(&(_, start)) = session.unsynced.first() {
             out.truncate(start);
         }
         for (id, _) in &session.unsynced {
             shared.stats.request_errors.fetch_add(1, Ordering::Relaxed);
+            shared.stats.telemetry.error(reply.code);
             encode_response(*id, &Response::Error(reply.clone()), out);
         }
     }
@@ -202,6 +212,10 @@ pub fn handshake(
         }
         Err(e) => {
             shared.stats.request_errors.fetch_add(1, Ordering::Relaxed);
+            shared
+                .stats
+                .telemetry
+                .error(ErrorCode::Unauthenticated.code());
             let reply = ErrorReply::new(ErrorCode::Unauthenticated, e.to_string());
             encode_response(id, &Response::Error(reply), out);
             Some((
@@ -250,6 +264,15 @@ fn op_name(op: Opcode) -> &'static str {
 /// Answers one whole frame (exactly `frame`'s bytes) of an authenticated connection,
 /// appending one response frame to `out`.
 pub fn handle_frame(shared: &Shared, session: &mut Session, frame: &[u8], out: &mut BytesMut) {
+    let started = Instant::now();
+    handle_frame_inner(shared, session, frame, out);
+    shared
+        .stats
+        .telemetry
+        .observe(frame.get(4).copied(), started.elapsed());
+}
+
+fn handle_frame_inner(shared: &Shared, session: &mut Session, frame: &[u8], out: &mut BytesMut) {
     shared.stats.requests.fetch_add(1, Ordering::Relaxed);
     let is_incr = frame.get(4) == Some(&(Opcode::Incr as u8));
     if !is_incr {
@@ -295,6 +318,7 @@ pub fn handle_frame(shared: &Shared, session: &mut Session, frame: &[u8], out: &
     });
     if let Err(reply) = result {
         shared.stats.request_errors.fetch_add(1, Ordering::Relaxed);
+        shared.stats.telemetry.error(reply.code);
         out.truncate(start);
         encode_response(request_id, &Response::Error(reply), out);
     }

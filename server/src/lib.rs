@@ -19,6 +19,9 @@
 //! - [`handler`]: one request to one engine call and one response, on tokio's blocking
 //!   pool; roles; storage errors → protocol error codes; `STATS` figures.
 //! - [`auth`]: token digests compared in constant time, roles granted by `HELLO`.
+//! - [`http`]: the HTTP side door on `http_listen`: `/-/healthy`, `/-/ready`, `/metrics`
+//!   (latency histograms per command, errors by code, saturation) and a
+//!   Prometheus-compatible query API with a PromQL subset for Grafana (`docs/GRAFANA.md`).
 //! - [`aliases`]: the per-connection alias table, with batch staging so a failed `INCR`
 //!   leaves its aliases undefined.
 //!
@@ -31,7 +34,8 @@ pub mod auth;
 pub mod config;
 pub mod connection;
 pub mod handler;
+pub mod http;
 pub mod server;
 
 pub use config::Config;
-pub use server::{run, ServerError};
+pub use server::{run, serve, shared, ServerError};

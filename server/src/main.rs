@@ -16,6 +16,8 @@ const EXAMPLES: &str = "\
 Examples:
   tallyd                                   serve on 127.0.0.1:7411 with data in ./tally-data
   tallyd --listen 0.0.0.0:7411 --config /etc/tallyd.toml
+  tallyd --http-listen 127.0.0.1:9411      health, /metrics and the Prometheus API there
+  tallyd --http-listen ''                  no HTTP side door
   tallyd --data-dir /var/lib/tally --fsync interval:100 --log-format json
   TALLYD_LIMITS_MAX_CONNECTIONS=64 tallyd  any config key as a TALLYD_* variable
   tallyd config default > tallyd.toml      the default configuration, every key documented
@@ -71,6 +73,9 @@ struct ServeArgs {
     /// Address and port to listen on (`127.0.0.1:0` picks a free port).
     #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
+    /// Address of the HTTP side door (health, /metrics, Prometheus API); "" turns it off.
+    #[arg(long, value_name = "ADDR")]
+    http_listen: Option<String>,
     /// Data directory.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<String>,
@@ -89,6 +94,7 @@ impl ServeArgs {
     fn load(&self) -> Result<Config, config::ConfigError> {
         let flags: Vec<(&str, String)> = [
             ("listen", &self.listen),
+            ("http_listen", &self.http_listen),
             ("data_dir", &self.data_dir),
             ("fsync", &self.fsync),
             ("log.format", &self.log_format),
@@ -187,36 +193,92 @@ fn serve(args: &ServeArgs) -> anyhow::Result<()> {
         fsync = %config.fsync,
         "tallyd starting"
     );
-    let engine = Engine::open(&config.data_dir, config.engine_options())
-        .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
-    let rec = engine.recovery();
-    tracing::info!(
-        wal_files = rec.wal_files,
-        records_replayed = rec.records_replayed,
-        events_replayed = rec.events_replayed,
-        torn_tails = rec.torn_tails.len(),
-        replay_ms = u64::try_from(rec.replay_time.as_millis()).unwrap_or(u64::MAX),
-        "storage engine opened"
-    );
-    let engine = Arc::new(engine);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("tallyd")
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
-        let shutdown = shutdown_signal().context("installing signal handlers")?;
+        let signal = shutdown_signal().context("installing signal handlers")?;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            signal.await;
+            let _ = stop_tx.send(true);
+        });
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        // HTTP first, so /-/ready answers 503 while the WAL is replayed.
+        let http_state = tallydb_server::http::HttpState::new(&config);
+        let http_task = match bind_http(&config).await? {
+            Some(listener) => {
+                let state = std::sync::Arc::clone(&http_state);
+                let stop = stopped(stop_rx.clone());
+                Some(tokio::spawn(async move {
+                    if let Err(e) = tallydb_server::http::serve(listener, state, stop).await {
+                        tracing::error!(error = %e, "the HTTP listener failed");
+                    }
+                }))
+            }
+            None => None,
+        };
+        let (data_dir, options) = (config.data_dir.clone(), config.engine_options());
+        let engine = tokio::task::spawn_blocking(move || Engine::open(&data_dir, options))
+            .await
+            .context("opening the storage engine")?
+            .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
+        let rec = engine.recovery();
+        tracing::info!(
+            wal_files = rec.wal_files,
+            records_replayed = rec.records_replayed,
+            events_replayed = rec.events_replayed,
+            torn_tails = rec.torn_tails.len(),
+            replay_ms = u64::try_from(rec.replay_time.as_millis()).unwrap_or(u64::MAX),
+            "storage engine opened"
+        );
+        let shared = tallydb_server::shared(Arc::new(engine), &config);
+        http_state.set_ready(Arc::clone(&shared));
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
         let addr = listener.local_addr().context("reading the bound address")?;
         print_stdout(&format!("listening on {addr}\n"))?;
         tracing::info!(%addr, data_dir = %config.data_dir.display(), "listening");
-        tallydb_server::run(listener, engine, config, shutdown).await?;
+        tallydb_server::serve(listener, shared, config, stopped(stop_rx)).await?;
+        if let Some(task) = http_task {
+            let _ = task.await;
+        }
         anyhow::Ok(())
     })?;
     tracing::info!("tallyd stopped");
     Ok(())
+}
+
+/// Binds the HTTP side door, if configured, and prints `http listening on ADDR`. The
+/// default address already in use (another tallyd on this host) is a warning, not an
+/// error: the server runs without HTTP. An address set explicitly must bind.
+async fn bind_http(config: &Config) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    let Some(addr) = config.http_listen else {
+        tracing::info!("HTTP side door turned off (http_listen = \"\")");
+        return Ok(None);
+    };
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e)
+            if e.kind() == std::io::ErrorKind::AddrInUse
+                && addr.to_string() == config::DEFAULT_HTTP_LISTEN =>
+        {
+            tracing::warn!(%addr, "the default HTTP address is in use; running without the HTTP side door (set http_listen to choose another)");
+            return Ok(None);
+        }
+        Err(e) => return Err(e).with_context(|| format!("binding the HTTP address {addr}")),
+    };
+    let bound = listener
+        .local_addr()
+        .context("reading the bound HTTP address")?;
+    print_stdout(&format!("http listening on {bound}\n"))?;
+    tracing::info!(addr = %bound, "HTTP listening");
+    Ok(Some(listener))
 }
 
 /// Completes at the first SIGINT or SIGTERM; a second one exits at once with 130.

@@ -47,13 +47,30 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
-    let shared = Arc::new(Shared {
-        engine: Arc::clone(&engine),
+    let shared = shared(engine, &config);
+    serve(listener, shared, config, shutdown).await
+}
+
+/// The state every connection (and the HTTP side door) shares, for `engine`.
+pub fn shared(engine: Arc<Engine>, config: &Config) -> Arc<Shared> {
+    Arc::new(Shared {
+        engine,
         limits: config.protocol_limits(),
         auth: Authenticator::new(&config.auth),
         stats: ServerStats::default(),
         started: Instant::now(),
-    });
+    })
+}
+
+/// [`run`] with state made by [`shared`] (so the HTTP side door can read the same
+/// figures): serves until `shutdown` completes, then drains and closes the engine.
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    let engine = Arc::clone(&shared.engine);
     let (notify_shutdown, _) = broadcast::channel(1);
     let (shutdown_complete_tx, mut shutdown_complete_rx) = mpsc::channel::<()>(1);
     let mut listener = Listener {
