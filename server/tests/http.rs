@@ -124,6 +124,8 @@ fn health_metrics_and_the_prometheus_api_answer_exactly() {
         "tallyd_wal_bytes ",
         "tallyd_disk_free_bytes ",
         "tallyd_flushes_total 0",
+        "tallyd_flush_seconds_total 0",
+        "# TYPE tallyd_compaction_seconds_total counter",
     ] {
         assert!(m.contains(line), "/metrics lacks {line:?}:\n{m}");
     }

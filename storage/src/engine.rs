@@ -211,6 +211,10 @@ pub struct Stats {
     pub flushes: u64,
     /// Compaction tasks since open.
     pub compactions: u64,
+    /// Time spent in flushes since open, in microseconds.
+    pub flush_micros: u64,
+    /// Time spent in compaction tasks since open, in microseconds.
+    pub compaction_micros: u64,
     /// True if writes are refused after an I/O failure.
     pub poisoned: bool,
 }
@@ -273,6 +277,8 @@ struct Counters {
     syncs: AtomicU64,
     flushes: AtomicU64,
     compactions: AtomicU64,
+    flush_micros: AtomicU64,
+    compaction_micros: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -1331,6 +1337,9 @@ impl Shared {
             let _ = fs.remove_file(&self.dir.join(dedup_file_name(old_dedup)));
         }
         self.counters.flushes.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .flush_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         tracing::info!(
             lsn = frozen.lsn,
             segments = segs.len(),
@@ -1447,6 +1456,9 @@ impl Shared {
             .collect();
         let out = self.run_compaction(&task, &inputs)?;
         self.counters.compactions.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .compaction_micros
+            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
         tracing::info!(tier = %task.tier, inputs = inputs.len(), cells_in = out.cells_in, cells_out = out.cells_out, ms = started.elapsed().as_millis() as u64, "compacted segments");
         Ok(Some(out))
     }
@@ -1858,6 +1870,8 @@ impl Shared {
         s.wal_syncs = self.counters.syncs.load(Ordering::Relaxed);
         s.flushes = self.counters.flushes.load(Ordering::Relaxed);
         s.compactions = self.counters.compactions.load(Ordering::Relaxed);
+        s.flush_micros = self.counters.flush_micros.load(Ordering::Relaxed);
+        s.compaction_micros = self.counters.compaction_micros.load(Ordering::Relaxed);
         s
     }
 

@@ -6,9 +6,8 @@
 //! [`render`] adds the engine's figures ([`tallydb_storage::Stats`]), the connection
 //! counters of [`ServerStats`] and the free space of the data directory's file system.
 //!
-//! Not exported because the engine does not expose them: durations of background
-//! flushes and compactions (only their counts are known; `FLUSH` and `COMPACT` requests
-//! are timed like every command) and the depth of tokio's blocking pool queue.
+//! Flushes and compactions are exported as counts and total seconds (rate the two
+//! for the mean duration). Not exported: the depth of tokio's blocking pool queue.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -358,15 +357,29 @@ pub fn render(shared: &Shared, max_connections: usize) -> String {
         &mut out,
         "tallyd_flushes_total",
         "counter",
-        "Memtable flushes to segment files (durations are not exposed by the engine).",
+        "Memtable flushes to segment files.",
         s.flushes,
+    );
+    single(
+        &mut out,
+        "tallyd_flush_seconds_total",
+        "counter",
+        "Time spent flushing memtables to segment files.",
+        s.flush_micros as f64 / 1e6,
     );
     single(
         &mut out,
         "tallyd_compactions_total",
         "counter",
-        "Compaction tasks run (durations are not exposed by the engine).",
+        "Compaction tasks run.",
         s.compactions,
+    );
+    single(
+        &mut out,
+        "tallyd_compaction_seconds_total",
+        "counter",
+        "Time spent in compaction tasks.",
+        s.compaction_micros as f64 / 1e6,
     );
     single(
         &mut out,
