@@ -28,6 +28,7 @@ use crate::query::{
     plan, resolve_step, Agg, Group, Matcher, Plan, Provenance, RangeQuery, RangeResult, Selector,
     TopEntry, TopQuery, TopResult, TotalResult, Value,
 };
+use crate::replay::Replay;
 use crate::segment::{self, Segment, SegmentMeta, SegmentWriter};
 use crate::series::SeriesKey;
 use crate::time::{Retention, Tier};
@@ -379,7 +380,7 @@ impl Engine {
             }
         }
 
-        let mut dict = dict::load(fs, &dir.join(DICT_FILE), manifest.dict_len)?;
+        let dict = dict::load(fs, &dir.join(DICT_FILE), manifest.dict_len)?;
         if dict.len() != manifest.dict_count {
             return Err(Error::corrupt(
                 dir.join(DICT_FILE),
@@ -432,94 +433,42 @@ impl Engine {
             }
         }
         seqs.sort_unstable();
-        let mut active = Memtable::new();
-        let mut last_lsn = manifest.checkpoint_lsn;
+        let mut replay =
+            Replay::new(dict, manifest.checkpoint_lsn).with_dedup(dedup, opts.producer_idle_ms);
         for (i, seq) in seqs.iter().enumerate() {
             let path = wal_dir.join(wal::file_name(*seq));
             let bytes = fs
                 .read(&path)
                 .map_err(|e| Error::io("read wal", &path, e))?;
-            let scan = wal::scan_file(&path, &bytes, *seq)?;
+            let name = path.display().to_string();
+            let last = i + 1 == seqs.len();
+            let info = replay.file(&name, &bytes, *seq, manifest.checkpoint_lsn, last)?;
             report.wal_files += 1;
-            for range in &scan.records {
-                let rec = wal::decode_batch(&bytes[range.clone()]).map_err(|e| {
-                    Error::corrupt(
-                        &path,
-                        (range.start - wal::RECORD_HEADER_LEN) as u64,
-                        format!("undecodable batch record: {e}"),
-                    )
-                })?;
-                let lsn = rec.header.lsn;
-                if lsn <= manifest.checkpoint_lsn {
-                    continue;
-                }
-                if lsn != last_lsn + 1 {
-                    return Err(Error::corrupt(
-                        &path,
-                        (range.start - wal::RECORD_HEADER_LEN) as u64,
-                        format!("record LSN {lsn} follows {last_lsn}: records are missing"),
-                    ));
-                }
-                last_lsn = lsn;
-                for (id, key) in &rec.new_series {
-                    dict.define(*id, key)
-                        .map_err(|why| Error::corrupt(&path, range.start as u64, why))?;
-                }
-                if rec.header.id_expiry.is_some() {
-                    // As `apply` did before deduplicating this batch: an id
-                    // whose window had passed was forgotten, and is remembered
-                    // again below with this record's (later) expiry.
-                    dedup.expire(rec.header.accepted_at, opts.producer_idle_ms);
-                }
-                for e in &rec.events {
-                    if e.series >= dict.len() {
-                        return Err(Error::corrupt(
-                            &path,
-                            range.start as u64,
-                            format!("event of undefined series {}", e.series),
-                        ));
-                    }
-                    active.add(e.series, e.ts, e.delta, e.coverage);
-                    if let (Some(id), Some(exp)) = (e.id, rec.header.id_expiry) {
-                        dedup.remember(id, exp);
-                    }
-                }
-                if let Some(p) = rec.header.producer {
-                    dedup.record_producer(
-                        p.id,
-                        AppliedSeq {
-                            seq: p.seq,
-                            applied: p.applied,
-                            duplicates: p.duplicates,
-                        },
-                        rec.header.accepted_at,
-                    );
-                }
-                report.records_replayed += 1;
-                report.events_replayed += rec.events.len() as u64;
-            }
-            if let Some(at) = scan.torn_at {
-                if i + 1 != seqs.len() {
-                    return Err(Error::corrupt(
-                        &path,
-                        at,
-                        "damaged record in a WAL file that is not the last one",
-                    ));
-                }
-                let dropped = bytes.len() as u64 - scan.valid_len;
+            report.records_replayed += info.replayed;
+            report.events_replayed += info.events;
+            if let Some((at, dropped)) = info.torn {
                 tracing::warn!(file = %path.display(), offset = at, dropped_bytes = dropped, "cut a torn WAL tail: the last write never completed");
-                if scan.valid_len == 0 {
+                let valid_len = bytes.len() as u64 - dropped;
+                if valid_len == 0 {
                     fs.remove_file(&path)
                         .map_err(|e| Error::io("remove torn wal", &path, e))?;
                     fs.sync_dir(&wal_dir)
                         .map_err(|e| Error::io("sync directory", &wal_dir, e))?;
                 } else {
-                    fs.truncate(&path, scan.valid_len)
+                    fs.truncate(&path, valid_len)
                         .map_err(|e| Error::io("truncate wal", &path, e))?;
                 }
                 report.torn_tails.push((path, at, dropped));
             }
         }
+        let Replay {
+            dict,
+            memtable: active,
+            last_lsn,
+            dedup,
+            ..
+        } = replay;
+        let mut dedup = dedup.map(|(d, _)| d).unwrap_or_default();
         report.replay_time = started.elapsed();
         let now = opts.clock.now_ms();
         dedup.expire(now, opts.producer_idle_ms);

@@ -8,8 +8,8 @@
 //! - [`engine`]: [`Engine`], the API used by the server and the tools: `apply`
 //!   batches (group commit), `range` / `total` / `top` / `series` queries, `flush`,
 //!   `compact`, `snapshot`, `close`.
-//! - [`wal`]: the write-ahead log (one checksummed record per batch) and its
-//!   recovery; [`dedup`]: producer sequences and event-id windows.
+//! - [`wal`]: the write-ahead log (one checksummed record per batch);
+//!   [`replay`]: re-applying it at open; [`dedup`]: producer sequences and event-id windows.
 //! - [`memtable`]: recent cells in memory; [`segment`]: immutable, checksummed,
 //!   compressed segment files read through `mmap`; [`manifest`]: the live set,
 //!   replaced atomically.
@@ -40,6 +40,7 @@ pub mod memtable;
 pub mod offline;
 pub mod options;
 pub mod query;
+pub mod replay;
 pub mod segment;
 pub mod series;
 pub mod testing;
