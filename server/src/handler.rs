@@ -568,51 +568,39 @@ fn range(engine: &Engine, id: u32, q: &proto::RangeQuery<'_>, out: &mut BytesMut
         agg,
     };
     let r = engine.range(&rq).map_err(|e| storage_error(&e))?;
-    fn labels(g: &storage::Group) -> Vec<proto::Label<'_>> {
-        g.labels
+    /// The engine's groups with every value converted to the reply's kind.
+    fn groups<V>(
+        r: &storage::RangeResult,
+        value: impl Fn(&storage::Value) -> V,
+    ) -> Vec<proto::Group<'_, V>> {
+        r.groups
             .iter()
-            .map(|(name, value)| proto::Label { name, value })
+            .map(|g| proto::Group {
+                labels: g
+                    .labels
+                    .iter()
+                    .map(|(name, value)| proto::Label { name, value })
+                    .collect(),
+                points: g
+                    .points
+                    .iter()
+                    .map(|(ts, v)| proto::Point {
+                        ts_ms: *ts,
+                        value: value(v),
+                    })
+                    .collect(),
+            })
             .collect()
     }
     let groups = match q.function.value_kind() {
-        proto::ValueKind::Int => proto::RangeGroups::Int(
-            r.groups
-                .iter()
-                .map(|g| proto::Group {
-                    labels: labels(g),
-                    points: g
-                        .points
-                        .iter()
-                        .map(|(ts, v)| proto::Point {
-                            ts_ms: *ts,
-                            value: match v {
-                                storage::Value::Int(i) => *i,
-                                storage::Value::Float(f) => *f as i64,
-                            },
-                        })
-                        .collect(),
-                })
-                .collect(),
-        ),
-        proto::ValueKind::Float => proto::RangeGroups::Float(
-            r.groups
-                .iter()
-                .map(|g| proto::Group {
-                    labels: labels(g),
-                    points: g
-                        .points
-                        .iter()
-                        .map(|(ts, v)| proto::Point {
-                            ts_ms: *ts,
-                            value: match v {
-                                storage::Value::Int(i) => *i as f64,
-                                storage::Value::Float(f) => *f,
-                            },
-                        })
-                        .collect(),
-                })
-                .collect(),
-        ),
+        proto::ValueKind::Int => proto::RangeGroups::Int(groups(&r, |v| match v {
+            storage::Value::Int(i) => *i,
+            storage::Value::Float(f) => *f as i64,
+        })),
+        proto::ValueKind::Float => proto::RangeGroups::Float(groups(&r, |v| match v {
+            storage::Value::Int(i) => *i as f64,
+            storage::Value::Float(f) => *f,
+        })),
     };
     let ok = proto::RangeOk {
         tiers: proto::Tiers(r.provenance.tiers),
