@@ -94,6 +94,9 @@ impl Tallyd {
         let log = dir.join(format!("tallyd-{n}.log"));
         let log_file = std::fs::File::create(&log).unwrap();
         let mut cmd = Command::new(bin);
+        // No HTTP listener on the fixed default port unless a test asks for one
+        // (a flag overrides this variable).
+        cmd.env("TALLYD_HTTP_LISTEN", "");
         configure(&mut cmd);
         cmd.args(extra)
             .env_remove("RUST_LOG")

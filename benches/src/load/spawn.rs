@@ -55,6 +55,9 @@ impl Spawned {
             .arg(&data_dir)
             .arg("--fsync")
             .arg(fsync)
+            // A private server needs no HTTP listener on the fixed default port;
+            // `--server-arg --http-listen=...` overrides this.
+            .env("TALLYD_HTTP_LISTEN", "")
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
