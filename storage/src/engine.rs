@@ -356,19 +356,7 @@ impl Engine {
         let mut segments = Vec::with_capacity(manifest.segments.len());
         for meta in &manifest.segments {
             let path = seg_dir.join(segment::file_name(meta.id));
-            let seg = Segment::open(fs, &path)?;
-            if seg.meta() != meta {
-                return Err(Error::corrupt(
-                    &path,
-                    0,
-                    format!(
-                        "segment summary {:?} disagrees with the manifest {:?}",
-                        seg.meta(),
-                        meta
-                    ),
-                ));
-            }
-            segments.push(seg);
+            segments.push(Segment::open_checked(fs, &path, meta)?);
         }
         let live: std::collections::HashSet<u64> = manifest.segments.iter().map(|s| s.id).collect();
         for name in sorted(

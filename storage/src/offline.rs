@@ -107,19 +107,7 @@ impl DataDir {
         let mut segments = Vec::with_capacity(manifest.segments.len());
         for meta in &manifest.segments {
             let path = dir.join(SEGMENTS_DIR).join(segment::file_name(meta.id));
-            let seg = Segment::open(fs, &path)?;
-            if seg.meta() != meta {
-                return Err(Error::corrupt(
-                    &path,
-                    0,
-                    format!(
-                        "segment summary {:?} disagrees with the manifest {:?}",
-                        seg.meta(),
-                        meta
-                    ),
-                ));
-            }
-            segments.push(seg);
+            segments.push(Segment::open_checked(fs, &path, meta)?);
         }
         let dict_path = dir.join(DICT_FILE);
         let dict = if manifest.dict_len == 0 {

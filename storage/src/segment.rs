@@ -501,6 +501,27 @@ impl Segment {
         Self::from_bytes(path, map).map(Arc::new)
     }
 
+    /// Opens the segment the manifest describes as `meta` and checks that the
+    /// file's own summary agrees with it.
+    pub fn open_checked(
+        fs: &dyn FileSystem,
+        path: &Path,
+        meta: &SegmentMeta,
+    ) -> Result<Arc<Segment>> {
+        let seg = Self::open(fs, path)?;
+        if seg.meta() != meta {
+            return Err(Error::corrupt(
+                path,
+                0,
+                format!(
+                    "segment summary {:?} disagrees with the manifest {meta:?}",
+                    seg.meta()
+                ),
+            ));
+        }
+        Ok(seg)
+    }
+
     /// Parses an already-loaded segment image.
     pub fn from_bytes(path: &Path, map: Mapped) -> Result<Segment> {
         let bytes: &[u8] = (*map).as_ref();

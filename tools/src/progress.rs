@@ -24,19 +24,26 @@ impl Progress {
         }
     }
 
-    /// Updates the line (at most ten times a second).
-    pub fn bytes(&mut self, phase: &str, bytes: u64) {
-        if !self.enabled {
-            return;
-        }
+    /// True when enabled and the line was last drawn at least 100 ms ago (then
+    /// marks it drawn now).
+    fn due(&mut self) -> bool {
         let now = Instant::now();
-        if self
-            .last
-            .is_some_and(|l| now.duration_since(l) < Duration::from_millis(100))
+        if !self.enabled
+            || self
+                .last
+                .is_some_and(|l| now.duration_since(l) < Duration::from_millis(100))
         {
-            return;
+            return false;
         }
         self.last = Some(now);
+        true
+    }
+
+    /// Updates the line (at most ten times a second).
+    pub fn bytes(&mut self, phase: &str, bytes: u64) {
+        if !self.due() {
+            return;
+        }
         let secs = self.started.elapsed().as_secs_f64().max(1e-9);
         let mb = bytes as f64 / 1e6;
         let mut err = std::io::stderr().lock();
@@ -60,17 +67,9 @@ impl Progress {
         done_bytes: u64,
         total_bytes: Option<u64>,
     ) {
-        if !self.enabled {
+        if !self.due() {
             return;
         }
-        let now = Instant::now();
-        if self
-            .last
-            .is_some_and(|l| now.duration_since(l) < Duration::from_millis(100))
-        {
-            return;
-        }
-        self.last = Some(now);
         let secs = self.started.elapsed().as_secs_f64().max(1e-9);
         let bar = match total_bytes {
             Some(total) if total > 0 => {

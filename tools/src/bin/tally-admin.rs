@@ -268,37 +268,22 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
             };
             let dir = data_dir(&dir, &cfg, g)?;
             let mut summary = std::io::stderr();
-            match output {
-                Some(path) => {
-                    let file = create_output(&path)?;
-                    let mut w = std::io::BufWriter::new(file);
-                    admin::export_cmd(
-                        &dir,
-                        &selector,
-                        tier,
-                        from,
-                        to,
-                        lines,
-                        &c,
-                        &mut w,
-                        &mut summary,
-                    )
-                }
-                None => {
-                    let mut w = std::io::BufWriter::new(out);
-                    admin::export_cmd(
-                        &dir,
-                        &selector,
-                        tier,
-                        from,
-                        to,
-                        lines,
-                        &c,
-                        &mut w,
-                        &mut summary,
-                    )
-                }
-            }
+            let sink: Box<dyn std::io::Write> = match output {
+                Some(path) => Box::new(create_output(&path)?),
+                None => Box::new(out),
+            };
+            let mut w = std::io::BufWriter::new(sink);
+            admin::export_cmd(
+                &dir,
+                &selector,
+                tier,
+                from,
+                to,
+                lines,
+                &c,
+                &mut w,
+                &mut summary,
+            )
         }
     }
 }
