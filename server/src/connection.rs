@@ -9,9 +9,11 @@
 //!    - the *reader* reads into a [`BytesMut`], checks each frame's declared length
 //!      against the negotiated maximum as soon as its 4 length bytes are in (before
 //!      reserving room for it), cuts whole frames off the buffer and queues them;
-//!    - the *processor* takes queued frames in order, answers them in batches on the
-//!      blocking pool ([`handler::handle_frame`]; the engine is synchronous) and writes
-//!      the responses in request order.
+//!    - the *processor* takes queued frames in order, answers them in batches and
+//!      writes the responses in request order. `INCR` and `PING` are answered on the
+//!      task itself, and a run of `INCR`s then awaits one group commit
+//!      ([`handler::settle_pending`]); other requests, which may read segments or
+//!      write files, run on the blocking pool ([`handler::handle_frame`]).
 //!
 //! Memory is bounded per connection: the read buffer holds at most one frame plus a
 //! read chunk, the queue at most `max_pipeline` frames and, through a byte budget
@@ -31,7 +33,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tallydb_protocol::{
-    encode_response, ErrorCode, ErrorReply, FrameHeader, Response, HANDSHAKE_MAX_FRAME,
+    encode_response, ErrorCode, ErrorReply, FrameHeader, Opcode, Response, HANDSHAKE_MAX_FRAME,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{ReadHalf, WriteHalf};
@@ -381,39 +383,49 @@ async fn process(
                 Err(_) => break,
             }
         }
-        let task_shared = Arc::clone(shared);
-        let joined = tokio::task::spawn_blocking(move || {
-            let mut out = BytesMut::new();
-            let mut fatal = None;
-            for item in &batch {
-                match item {
-                    Item::Frame { bytes: frame, .. } => {
-                        handler::handle_frame(&task_shared, &mut session, frame, &mut out)
-                    }
-                    Item::Fatal(reply) => {
-                        handler::finish_pending(&task_shared, &mut session, &mut out);
-                        encode_response(0, &Response::Error(reply.clone()), &mut out);
-                        fatal = Some(CloseReason::FramingLost(reply.message.to_string()));
-                        break;
-                    }
+        let mut out = BytesMut::new();
+        let mut fatal = None;
+        for item in &batch {
+            let frame = match item {
+                Item::Frame { bytes, .. } => bytes,
+                Item::Fatal(reply) => {
+                    handler::settle_pending(shared, &mut session, &mut out).await;
+                    encode_response(0, &Response::Error(reply.clone()), &mut out);
+                    fatal = Some(CloseReason::FramingLost(reply.message.to_string()));
+                    break;
+                }
+            };
+            if frame.get(4) != Some(&(Opcode::Incr as u8)) {
+                handler::settle_pending(shared, &mut session, &mut out).await;
+            }
+            if handler::answers_inline(frame) {
+                handler::handle_frame(shared, &mut session, frame, &mut out);
+                continue;
+            }
+            let task_shared = Arc::clone(shared);
+            let frame = frame.clone();
+            let mut task_out = std::mem::take(&mut out);
+            let joined = tokio::task::spawn_blocking(move || {
+                handler::handle_frame(&task_shared, &mut session, &frame, &mut task_out);
+                (session, task_out)
+            })
+            .await;
+            match joined {
+                Ok((back, back_out)) => {
+                    session = back;
+                    out = back_out;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "a request handler failed");
+                    let mut out = BytesMut::new();
+                    let reply = ErrorReply::new(ErrorCode::Internal, "internal server error");
+                    encode_response(0, &Response::Error(reply), &mut out);
+                    let _ = write_out(wr, &out, write_timeout).await;
+                    return Some(CloseReason::Internal(e.to_string()));
                 }
             }
-            handler::finish_pending(&task_shared, &mut session, &mut out);
-            (session, out, batch, fatal)
-        })
-        .await;
-        let (back, out, batch, fatal) = match joined {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::error!(error = %e, "a request handler failed");
-                let mut out = BytesMut::new();
-                let reply = ErrorReply::new(ErrorCode::Internal, "internal server error");
-                encode_response(0, &Response::Error(reply), &mut out);
-                let _ = write_out(wr, &out, write_timeout).await;
-                return Some(CloseReason::Internal(e.to_string()));
-            }
-        };
-        session = back;
+        }
+        handler::settle_pending(shared, &mut session, &mut out).await;
         if let Err(reason) = write_out(wr, &out, write_timeout).await {
             return Some(reason);
         }

@@ -1,10 +1,12 @@
 //! From decoded requests to engine calls and encoded responses.
 //!
-//! Everything here is synchronous: [`handle_frame`] runs on tokio's blocking pool (the
-//! engine blocks on locks and, for `INCR` under `fsync = always`, on the shared fsync).
-//! It decodes one whole frame, checks the connection's role, calls the engine, and
-//! appends exactly one response frame (the answer or an `ERROR`) to the output buffer,
-//! never one larger than the negotiated frame limit.
+//! [`handle_frame`] decodes one whole frame, checks the connection's role, calls the
+//! engine, and appends exactly one response frame (the answer or an `ERROR`) to the
+//! output buffer, never one larger than the negotiated frame limit. It is synchronous:
+//! `INCR` and `PING` ([`answers_inline`]) only touch memory and run on the connection's
+//! task; everything else may read segments or write files and runs on tokio's blocking
+//! pool. An `INCR` is answered before it is durable; [`settle_pending`] then awaits
+//! the group commit without holding a thread, before the answer leaves.
 //!
 //! [`handshake`] decides the answer to the first frame of a connection (version, token,
 //! role); it needs no engine and runs on the connection's task.
@@ -92,10 +94,27 @@ impl Session {
     }
 }
 
-/// Waits until every `INCR` answered optimistically in `out` is durable. Called
+/// True for the requests answered on the connection's task: `INCR` and `PING`
+/// touch only memory (an `INCR`'s durability is awaited by [`settle_pending`]).
+pub fn answers_inline(frame: &[u8]) -> bool {
+    matches!(frame.get(4), Some(&op) if op == Opcode::Incr as u8 || op == Opcode::Ping as u8)
+}
+
+/// Waits until every `INCR` answered optimistically in `out` is durable. Awaited
 /// before any other answer is encoded and before `out` is written to the socket,
 /// so an `INCR_OK` never leaves the server ahead of its fsync. If the wait fails
 /// (the engine refused to sync), those answers are replaced by errors.
+pub async fn settle_pending(shared: &Shared, session: &mut Session, out: &mut BytesMut) {
+    let Some(pending) = session.pending.take() else {
+        session.unsynced.clear();
+        return;
+    };
+    let started = Instant::now();
+    let waited = shared.engine.durable(pending).await;
+    settled(shared, session, out, started, waited);
+}
+
+/// [`settle_pending`] for callers on a blocking thread.
 pub fn finish_pending(shared: &Shared, session: &mut Session, out: &mut BytesMut) {
     let Some(pending) = session.pending.take() else {
         session.unsynced.clear();
@@ -103,6 +122,16 @@ pub fn finish_pending(shared: &Shared, session: &mut Session, out: &mut BytesMut
     };
     let started = Instant::now();
     let waited = shared.engine.wait(pending);
+    settled(shared, session, out, started, waited);
+}
+
+fn settled(
+    shared: &Shared,
+    session: &mut Session,
+    out: &mut BytesMut,
+    started: Instant,
+    waited: storage::Result<storage::ApplyOutcome>,
+) {
     shared
         .stats
         .telemetry
@@ -645,7 +674,9 @@ pub fn storage_error(e: &StorageError) -> ErrorReply<'static> {
         StorageError::InvalidQuery(_) => ErrorCode::InvalidArgument,
         StorageError::BatchTooLarge { .. } => ErrorCode::BatchTooLarge,
         StorageError::SequenceTooOld { .. } => ErrorCode::OutOfOrder,
-        StorageError::Poisoned { .. } | StorageError::Io { .. } => ErrorCode::StorageUnavailable,
+        StorageError::Poisoned { .. } | StorageError::DiskFull { .. } | StorageError::Io { .. } => {
+            ErrorCode::StorageUnavailable
+        }
         StorageError::Closed => ErrorCode::ShuttingDown,
         _ => ErrorCode::Internal,
     };
@@ -689,6 +720,7 @@ pub fn stats(shared: &Shared) -> Vec<(&'static str, u64)> {
         ("compactions", s.compactions),
         ("compaction.micros", s.compaction_micros),
         ("storage.poisoned", u64::from(s.poisoned)),
+        ("storage.disk_full", u64::from(s.disk_full)),
         ("connections.open", load(&st.connections_open)),
         ("connections.total", load(&st.connections_total)),
         ("connections.refused", load(&st.connections_refused)),
@@ -832,6 +864,12 @@ mod tests {
             ),
             (
                 StorageError::io("write", "/x", std::io::Error::other("full")),
+                ErrorCode::StorageUnavailable,
+            ),
+            (
+                StorageError::DiskFull {
+                    reason: "write: no space".into(),
+                },
                 ErrorCode::StorageUnavailable,
             ),
             (StorageError::Closed, ErrorCode::ShuttingDown),

@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -19,7 +20,7 @@ use crate::cell::Cell;
 use crate::compaction::{choose, CompactionTask, MergeIter};
 use crate::dedup::{AppliedSeq, DedupState, EventId, SeqCheck};
 use crate::dict::{self, SeriesDict};
-use crate::error::{Error, Result};
+use crate::error::{is_no_space, Error, Result};
 use crate::fs::{parent, write_atomic, DirLock, FileSystem};
 use crate::manifest::Manifest;
 use crate::memtable::Memtable;
@@ -50,6 +51,8 @@ pub const WAL_DIR: &str = "wal";
 pub const FORMAT_VERSION: u32 = 1;
 /// WAL buffer size past which a writer pushes it to the OS itself.
 const WAL_BUFFER_WRITE_BYTES: usize = 1 << 20;
+/// How long a WAL write stalled by a full disk waits before it is tried again.
+const STALL_RETRY: Duration = Duration::from_millis(200);
 
 /// Contents of the format file.
 pub fn format_file_contents() -> String {
@@ -124,6 +127,49 @@ impl Pending {
     /// What the batch did; final once [`Engine::wait`] succeeds.
     pub fn outcome(&self) -> ApplyOutcome {
         self.outcome
+    }
+}
+
+/// Resolves to a submitted batch's outcome once it is durable under the fsync
+/// policy; see [`Engine::durable`]. Dropping it early changes nothing: the batch
+/// stays applied and is made durable anyway.
+#[derive(Debug)]
+#[must_use = "futures do nothing unless awaited"]
+pub struct Durable {
+    shared: Arc<Shared>,
+    pending: Pending,
+}
+
+impl std::future::Future for Durable {
+    type Output = Result<ApplyOutcome>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let s = &self.shared;
+        let Pending { wait_lsn, outcome } = self.pending;
+        if s.opts.fsync != FsyncPolicy::Always || s.durable_lsn.load(Ordering::Acquire) >= wait_lsn
+        {
+            return Poll::Ready(Ok(outcome));
+        }
+        if !s.has_writer.load(Ordering::Acquire) {
+            // No WAL writer thread (background work is off): commit here.
+            return Poll::Ready(s.wait(self.pending));
+        }
+        let mut ws = lock(&s.ws);
+        if let Some(reason) = &ws.poisoned {
+            return Poll::Ready(Err(Error::Poisoned {
+                reason: reason.clone(),
+            }));
+        }
+        if ws.synced_lsn >= wait_lsn {
+            return Poll::Ready(Ok(outcome));
+        }
+        ws.waiters.push((wait_lsn, cx.waker().clone()));
+        if ws.writer_idle {
+            ws.writer_idle = false;
+            drop(ws);
+            s.ws_cond.notify_all();
+        }
+        Poll::Pending
     }
 }
 
@@ -218,6 +264,9 @@ pub struct Stats {
     pub compaction_micros: u64,
     /// True if writes are refused after an I/O failure.
     pub poisoned: bool,
+    /// True while writes are refused because the disk is full (they resume by
+    /// themselves once space is freed).
+    pub disk_full: bool,
 }
 
 #[derive(Debug)]
@@ -264,6 +313,15 @@ struct WriteState {
     synced_lsn: u64,
     io_busy: bool,
     poisoned: Option<String>,
+    /// Set while the disk is full: the unwritten WAL bytes stay in `buf`, new
+    /// batches are refused, and the write is retried after `retry_at`.
+    stalled: Option<(String, Instant)>,
+    /// Async waiters for durability (`fsync = always`): LSN and waker.
+    waiters: Vec<(u64, Waker)>,
+    /// Wakers being woken, kept to reuse the allocation.
+    waking: Vec<Waker>,
+    /// True while the WAL writer thread sleeps, so a waiter knows to wake it.
+    writer_idle: bool,
     dedup: DedupState,
     logged_series: u32,
     wal_bytes: u64,
@@ -288,6 +346,12 @@ struct Shared {
     opts: Options,
     ws: Mutex<WriteState>,
     ws_cond: Condvar,
+    /// `synced_lsn`, readable without the lock: the fast path of [`Durable`].
+    durable_lsn: AtomicU64,
+    /// True while a WAL writer thread serves [`Durable`] waiters.
+    has_writer: AtomicBool,
+    /// Set by `close`: the WAL writer thread stops.
+    stopping: AtomicBool,
     tables: RwLock<Tables>,
     dict: RwLock<SeriesDict>,
     manifest: Mutex<Manifest>,
@@ -483,12 +547,19 @@ impl Engine {
                 synced_lsn: last_lsn,
                 io_busy: false,
                 poisoned: None,
+                stalled: None,
+                waiters: Vec::new(),
+                waking: Vec::new(),
+                writer_idle: false,
                 dedup,
                 logged_series,
                 wal_bytes: 0,
                 scratch: Vec::new(),
             }),
             ws_cond: Condvar::new(),
+            durable_lsn: AtomicU64::new(last_lsn),
+            has_writer: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
             tables: RwLock::new(Tables {
                 active,
                 version: Arc::new(Version {
@@ -528,15 +599,16 @@ impl Engine {
                 .spawn(move || s.maintenance_loop())
                 .unwrap_or_else(|e| panic!("cannot start a thread: {e}")),
         );
-        if self.shared.opts.fsync != FsyncPolicy::Always {
-            let s = Arc::clone(&self.shared);
-            threads.push(
-                std::thread::Builder::new()
-                    .name("tally-wal-sync".into())
-                    .spawn(move || s.sync_loop())
-                    .unwrap_or_else(|e| panic!("cannot start a thread: {e}")),
-            );
+        let s = Arc::clone(&self.shared);
+        if self.shared.opts.fsync == FsyncPolicy::Always {
+            self.shared.has_writer.store(true, Ordering::Release);
         }
+        threads.push(
+            std::thread::Builder::new()
+                .name("tally-wal".into())
+                .spawn(move || s.wal_loop())
+                .unwrap_or_else(|e| panic!("cannot start a thread: {e}")),
+        );
     }
 
     /// The data directory.
@@ -593,12 +665,21 @@ impl Engine {
         self.shared.wait(pending)
     }
 
+    /// [`Engine::wait`] for async callers: a future that resolves when the batch
+    /// is durable, without holding a thread while the group commit runs.
+    pub fn durable(&self, pending: Pending) -> Durable {
+        Durable {
+            shared: Arc::clone(&self.shared),
+            pending,
+        }
+    }
+
     /// Writes and fsyncs everything buffered in the WAL.
     pub fn sync(&self) -> Result<()> {
         let s = &self.shared;
         let ws = lock(&s.ws);
         let lsn = ws.last_lsn;
-        s.wait_durable(ws, lsn, true)
+        s.wait_durable(ws, lsn, true, false)
     }
 
     /// Writes every memtable to segment files and advances the checkpoint, so the
@@ -674,12 +755,16 @@ impl Engine {
         if self.closed.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
-        *lock(&self.shared.shutdown) = true;
-        self.shared.bg_cond.notify_all();
+        let s = &self.shared;
+        *lock(&s.shutdown) = true;
+        s.stopping.store(true, Ordering::Release);
+        s.bg_cond.notify_all();
+        // Taken and released so the WAL writer is waiting or sees `stopping`.
+        drop(lock(&s.ws));
+        s.ws_cond.notify_all();
         for t in lock(&self.threads).drain(..) {
             let _ = t.join();
         }
-        let s = &self.shared;
         let ws = lock(&s.ws);
         let lsn = ws.last_lsn;
         let res = if ws.poisoned.is_some() {
@@ -688,11 +773,15 @@ impl Engine {
             drop(ws);
             Ok(())
         } else {
-            s.wait_durable(ws, lsn, true)
+            s.wait_durable(ws, lsn, true, false)
         };
         let mut ws = lock(&s.ws);
         ws.poisoned
             .get_or_insert_with(|| "the engine is closed".into());
+        // Async waiters still registered learn that the engine closed.
+        for (_, waker) in ws.waiters.drain(..) {
+            waker.wake();
+        }
         res
     }
 }
@@ -881,7 +970,7 @@ impl Shared {
     fn wait(&self, pending: Pending) -> Result<ApplyOutcome> {
         if self.opts.fsync == FsyncPolicy::Always && pending.wait_lsn > 0 {
             let ws = lock(&self.ws);
-            self.wait_durable(ws, pending.wait_lsn, true)?;
+            self.wait_durable(ws, pending.wait_lsn, true, true)?;
         }
         Ok(pending.outcome)
     }
@@ -900,6 +989,11 @@ impl Shared {
         let mut ws = lock(&self.ws);
         if let Some(reason) = &ws.poisoned {
             return Err(Error::Poisoned {
+                reason: reason.clone(),
+            });
+        }
+        if let Some((reason, _)) = &ws.stalled {
+            return Err(Error::DiskFull {
                 reason: reason.clone(),
             });
         }
@@ -1076,12 +1170,15 @@ impl Shared {
     }
 
     /// Blocks until `lsn` is written (and fsynced when `sync`), leading a group
-    /// write when no other thread is doing I/O.
+    /// write when no other thread is doing I/O. While the disk is full it waits
+    /// for space if `through_stall` (a batch already accepted, whose outcome must
+    /// not become ambiguous), and otherwise fails with [`Error::DiskFull`].
     fn wait_durable<'a>(
         &'a self,
         mut ws: MutexGuard<'a, WriteState>,
         lsn: u64,
         sync: bool,
+        through_stall: bool,
     ) -> Result<()> {
         loop {
             if let Some(reason) = &ws.poisoned {
@@ -1097,12 +1194,35 @@ impl Shared {
                 ws = self.ws_cond.wait(ws).unwrap_or_else(|e| e.into_inner());
                 continue;
             }
+            if let Some((reason, retry_at)) = &ws.stalled {
+                if !through_stall || self.stopping.load(Ordering::Acquire) {
+                    return Err(Error::DiskFull {
+                        reason: reason.clone(),
+                    });
+                }
+                let now = Instant::now();
+                if now < *retry_at {
+                    let left = *retry_at - now;
+                    ws = self
+                        .ws_cond
+                        .wait_timeout(ws, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                    continue;
+                }
+            }
             ws = self.write_out(ws, sync);
         }
     }
 
     /// Writes the WAL buffer (one `write`) and optionally fsyncs, without holding
-    /// the lock during I/O. A failure poisons the engine: it is never retried.
+    /// the lock during I/O, then wakes the async waiters it made durable.
+    ///
+    /// A write refused for lack of space stalls the WAL: whatever it appended is
+    /// cut from the file, the bytes stay buffered, new batches are refused, and
+    /// the write is retried after [`STALL_RETRY`]. Any other failure (and any
+    /// failed fsync, after which the kernel may have dropped the pages) poisons
+    /// the engine: it is never retried.
     fn write_out<'a>(
         &'a self,
         mut ws: MutexGuard<'a, WriteState>,
@@ -1116,39 +1236,84 @@ impl Shared {
         let mut buf = std::mem::replace(&mut ws.buf, spare);
         let target = ws.last_lsn;
         drop(ws);
-        let mut res = if buf.is_empty() {
-            Ok(())
-        } else {
-            wal.write(&buf)
-        };
-        if res.is_ok() && sync {
-            res = wal.sync();
-            self.counters.syncs.fetch_add(1, Ordering::Relaxed);
+        let mut failure = None;
+        if !buf.is_empty() {
+            if let Err(e) = wal.write(&buf) {
+                failure = Some(("write", e));
+            }
         }
+        if failure.is_none() && sync {
+            self.counters.syncs.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = wal.sync() {
+                failure = Some(("fsync", e));
+            }
+        }
+        // A write refused for lack of space: cut what it may have appended, so
+        // the retry appends whole records after the last good one.
+        let cut = match &failure {
+            Some(("write", e)) if is_no_space(e) => Some(self.fs().truncate(wal.path(), wal.len())),
+            _ => None,
+        };
         let path = wal.path().to_path_buf();
-        buf.clear();
         let mut ws = lock(&self.ws);
         ws.wal = Some(wal);
-        ws.spare = buf;
         ws.io_busy = false;
-        match res {
-            Ok(()) => {
+        match (failure, cut) {
+            (None, _) => {
+                buf.clear();
+                ws.spare = buf;
                 ws.written_lsn = ws.written_lsn.max(target);
                 if sync {
                     ws.synced_lsn = ws.synced_lsn.max(target);
+                    self.durable_lsn.store(ws.synced_lsn, Ordering::Release);
+                }
+                if let Some((reason, _)) = ws.stalled.take() {
+                    tracing::warn!(%reason, "disk space is back; the WAL is written again and writes resume");
                 }
             }
-            Err(e) => {
-                let reason = format!(
-                    "{} {}: {e}",
-                    if sync { "fsync" } else { "write" },
-                    path.display()
-                );
+            (Some((op, e)), Some(Ok(()))) => {
+                // Keep the bytes in order: the failed ones, then any appended since.
+                buf.extend_from_slice(&ws.buf);
+                let mut newer = std::mem::replace(&mut ws.buf, buf);
+                newer.clear();
+                ws.spare = newer;
+                let reason = format!("{op} {}: {e}", path.display());
+                if ws.stalled.is_none() {
+                    tracing::error!(%reason, "the disk is full; refusing writes until space is freed");
+                }
+                ws.stalled = Some((reason, Instant::now() + STALL_RETRY));
+            }
+            (Some((op, e)), cut) => {
+                buf.clear();
+                ws.spare = buf;
+                let mut reason = format!("{op} {}: {e}", path.display());
+                if let Some(Err(c)) = cut {
+                    reason.push_str(&format!("; cutting the partial write failed: {c}"));
+                }
                 tracing::error!(%reason, "WAL I/O failed; refusing further writes");
                 ws.poisoned = Some(reason);
             }
         }
         self.ws_cond.notify_all();
+        let synced = ws.synced_lsn;
+        let poisoned = ws.poisoned.is_some();
+        let mut waking = std::mem::take(&mut ws.waking);
+        waking.extend(
+            ws.waiters
+                .extract_if(.., |(lsn, _)| poisoned || *lsn <= synced)
+                .map(|(_, waker)| waker),
+        );
+        if waking.is_empty() {
+            ws.waking = waking;
+            return ws;
+        }
+        // Woken without the lock, so the tasks can take it at once.
+        drop(ws);
+        for waker in waking.drain(..) {
+            waker.wake();
+        }
+        let mut ws = lock(&self.ws);
+        ws.waking = waking;
         ws
     }
 
@@ -1162,6 +1327,11 @@ impl Shared {
         loop {
             if let Some(reason) = &ws.poisoned {
                 return Err(Error::Poisoned {
+                    reason: reason.clone(),
+                });
+            }
+            if let Some((reason, _)) = &ws.stalled {
+                return Err(Error::DiskFull {
                     reason: reason.clone(),
                 });
             }
@@ -1776,6 +1946,7 @@ impl Shared {
             s.producers = ws.dedup.producers() as u64;
             s.dedup_bytes = ws.dedup.approx_bytes() as u64;
             s.poisoned = ws.poisoned.is_some();
+            s.disk_full = ws.stalled.is_some();
         }
         {
             let t = read(&self.tables);
@@ -1869,38 +2040,52 @@ impl Shared {
         }
     }
 
-    /// Periodic WAL writes (and fsyncs under `interval`).
-    fn sync_loop(&self) {
+    /// The WAL writer thread. Under `always` it runs the group commit for async
+    /// waiters ([`Durable`]); under `interval` it fsyncs on the timer; under
+    /// `never` it writes the buffer on the timer. Under every policy it retries a
+    /// write stalled by a full disk.
+    fn wal_loop(&self) {
         let (every, sync) = match self.opts.fsync {
-            FsyncPolicy::Interval(ms) => (ms, true),
-            _ => (NEVER_WRITE_INTERVAL_MS, false),
+            FsyncPolicy::Always => (None, true),
+            FsyncPolicy::Interval(ms) => (Some(Duration::from_millis(ms)), true),
+            FsyncPolicy::Never => (Some(Duration::from_millis(NEVER_WRITE_INTERVAL_MS)), false),
         };
-        loop {
-            {
-                let stop = lock(&self.shutdown);
-                if *stop {
-                    return;
-                }
-                let (stop, _) = self
-                    .bg_cond
-                    .wait_timeout(stop, Duration::from_millis(every))
-                    .unwrap_or_else(|e| e.into_inner());
-                if *stop {
-                    return;
-                }
+        let mut next_tick = every.map(|d| Instant::now() + d);
+        let mut ws = lock(&self.ws);
+        while !self.stopping.load(Ordering::Acquire) {
+            let now = Instant::now();
+            let tick_due = next_tick.is_some_and(|t| now >= t);
+            if tick_due {
+                next_tick = every.map(|d| now + d);
             }
-            let ws = lock(&self.ws);
-            if ws.poisoned.is_some() || ws.io_busy {
-                continue;
-            }
+            let retry_at = ws.stalled.as_ref().map(|(_, at)| *at);
+            let stall_wait = retry_at.filter(|at| now < *at);
             let behind = if sync {
                 ws.synced_lsn < ws.last_lsn
             } else {
                 !ws.buf.is_empty()
             };
-            if behind {
-                drop(self.write_out(ws, sync));
+            let wanted = !ws.waiters.is_empty() || tick_due || retry_at.is_some();
+            if behind && wanted && !ws.io_busy && stall_wait.is_none() && ws.poisoned.is_none() {
+                ws = self.write_out(ws, sync);
+                continue;
             }
+            let wake_at = match (next_tick, stall_wait) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            ws.writer_idle = true;
+            ws = match wake_at {
+                Some(at) => {
+                    self.ws_cond
+                        .wait_timeout(ws, at.saturating_duration_since(now))
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+                None => self.ws_cond.wait(ws).unwrap_or_else(|e| e.into_inner()),
+            };
+            ws.writer_idle = false;
         }
+        self.has_writer.store(false, Ordering::Release);
     }
 }

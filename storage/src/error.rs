@@ -117,6 +117,15 @@ pub enum Error {
         /// The original failure.
         reason: String,
     },
+    /// Writes are refused for now: the disk is full. Batches already accepted are
+    /// kept in memory and written once space returns; nothing is lost.
+    #[error(
+        "writes are refused while the disk is full ({reason}); they resume once space is freed"
+    )]
+    DiskFull {
+        /// The failure that stopped writes.
+        reason: String,
+    },
     /// The engine is closed.
     #[error("the storage engine is closed")]
     Closed,
@@ -147,9 +156,16 @@ impl Error {
     /// True if the error reports a full disk.
     pub fn is_disk_full(&self) -> bool {
         match self {
-            Error::Io { source, .. } => source.raw_os_error() == Some(28),
+            Error::Io { source, .. } => is_no_space(source),
+            Error::DiskFull { .. } => true,
             Error::Poisoned { reason } => reason.contains("No space left"),
             _ => false,
         }
     }
+}
+
+/// True for the I/O errors of a full disk or an exhausted quota (`ENOSPC`, `EDQUOT`):
+/// failures that end once space is freed.
+pub fn is_no_space(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(28) | Some(122))
 }

@@ -51,8 +51,8 @@ pub mod wal;
 pub use cell::Cell;
 pub use dedup::EventId;
 pub use engine::{
-    ApplyOutcome, Batch, CompactOutcome, Engine, Event, FlushOutcome, Pending, ProducerSeq,
-    RecoveryReport, Stats,
+    ApplyOutcome, Batch, CompactOutcome, Durable, Engine, Event, FlushOutcome, Pending,
+    ProducerSeq, RecoveryReport, Stats,
 };
 pub use error::{Error, Result};
 pub use options::{FsyncPolicy, Options};

@@ -54,7 +54,8 @@
 //!   now fail once with `EIO`, having done nothing (but see
 //!   [`set_torn_writes`](FaultFs::set_torn_writes));
 //! - [`set_space_limit`](FaultFs::set_space_limit) caps the bytes of all live
-//!   files; a write past it fails with `ENOSPC` and writes nothing.
+//!   files; a write past it fails with `ENOSPC` and writes nothing (or, with torn
+//!   writes on, as much as fits, as a real file system may).
 //!
 //! To stop an operation sequence "after each step", arm a fault at the step,
 //! run the code, [`crash`](FaultFs::crash), and check what survived; the
@@ -422,7 +423,8 @@ impl FaultFs {
 
     /// When on, a write failed by [`fail_nth_write`](Self::fail_nth_write)
     /// first appends the first half of its buffer (as much as the space limit
-    /// allows), modelling a write torn by a failing disk.
+    /// allows), modelling a write torn by a failing disk; and a write past the
+    /// space limit appends as much as fits before failing with `ENOSPC`.
     pub fn set_torn_writes(&self, torn: bool) {
         self.state().faults.torn_writes = torn;
     }
@@ -632,7 +634,11 @@ impl WritableFile for FaultFile {
             }
             return Err(eio());
         }
-        if room.is_some_and(|r| buf.len() > r) {
+        if let Some(r) = room.filter(|r| buf.len() > *r) {
+            if st.faults.torn_writes {
+                let inode = st.inode_mut(self.ino, &self.path)?;
+                inode.data.extend_from_slice(&buf[..r]);
+            }
             return Err(enospc());
         }
         let inode = st.inode_mut(self.ino, &self.path)?;

@@ -388,6 +388,13 @@ pub fn render(shared: &Shared, max_connections: usize) -> String {
         "1 when a failed fsync or write stopped the engine from accepting writes.",
         u8::from(s.poisoned),
     );
+    single(
+        &mut out,
+        "tallyd_storage_disk_full",
+        "gauge",
+        "1 while writes are refused because the disk is full; they resume once space is freed.",
+        u8::from(s.disk_full),
+    );
     if let Some((free, total)) = disk_space(shared.engine.dir()) {
         single(
             &mut out,

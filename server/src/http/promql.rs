@@ -56,6 +56,7 @@ impl From<storage::Error> for QueryError {
     fn from(e: storage::Error) -> Self {
         match e {
             storage::Error::Poisoned { .. }
+            | storage::Error::DiskFull { .. }
             | storage::Error::Io { .. }
             | storage::Error::Closed => QueryError::Unavailable(e.to_string()),
             other => QueryError::Execution(other.to_string()),
