@@ -91,8 +91,10 @@ impl FileSystem for OsFs {
     }
 
     fn create(&self, path: &Path) -> io::Result<Box<dyn WritableFile>> {
+        // Append mode: every write lands at the current end, also after a
+        // `truncate` cut a partial write (the WAL's full-disk recovery).
         let file = std::fs::OpenOptions::new()
-            .write(true)
+            .append(true)
             .create_new(true)
             .open(path)?;
         Ok(Box::new(OsFile { file }))
