@@ -322,6 +322,8 @@ struct WriteState {
     waking: Vec<Waker>,
     /// True while the WAL writer thread sleeps, so a waiter knows to wake it.
     writer_idle: bool,
+    /// Threads blocked in [`Shared::block`], which `write_out` must wake.
+    blocked: u32,
     dedup: DedupState,
     logged_series: u32,
     wal_bytes: u64,
@@ -551,6 +553,7 @@ impl Engine {
                 waiters: Vec::new(),
                 waking: Vec::new(),
                 writer_idle: false,
+                blocked: 0,
                 dedup,
                 logged_series,
                 wal_bytes: 0,
@@ -1191,7 +1194,7 @@ impl Shared {
                 return Ok(());
             }
             if ws.io_busy {
-                ws = self.ws_cond.wait(ws).unwrap_or_else(|e| e.into_inner());
+                ws = self.block(ws, None);
                 continue;
             }
             if let Some((reason, retry_at)) = &ws.stalled {
@@ -1203,11 +1206,7 @@ impl Shared {
                 let now = Instant::now();
                 if now < *retry_at {
                     let left = *retry_at - now;
-                    ws = self
-                        .ws_cond
-                        .wait_timeout(ws, left)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0;
+                    ws = self.block(ws, Some(left));
                     continue;
                 }
             }
@@ -1294,7 +1293,6 @@ impl Shared {
                 ws.poisoned = Some(reason);
             }
         }
-        self.ws_cond.notify_all();
         let synced = ws.synced_lsn;
         let poisoned = ws.poisoned.is_some();
         let mut waking = std::mem::take(&mut ws.waking);
@@ -1303,6 +1301,11 @@ impl Shared {
                 .extract_if(.., |(lsn, _)| poisoned || *lsn <= synced)
                 .map(|(_, waker)| waker),
         );
+        // A notification is a syscall: only for blocked threads, or for the
+        // idle WAL writer when async waiters remain for the next commit.
+        if ws.blocked > 0 || (ws.writer_idle && !ws.waiters.is_empty()) {
+            self.ws_cond.notify_all();
+        }
         if waking.is_empty() {
             ws.waking = waking;
             return ws;
@@ -1314,6 +1317,27 @@ impl Shared {
         }
         let mut ws = lock(&self.ws);
         ws.waking = waking;
+        ws
+    }
+
+    /// Waits on `ws_cond` (at most `timeout`), counted in `blocked` so that
+    /// `write_out` knows to notify.
+    fn block<'a>(
+        &'a self,
+        mut ws: MutexGuard<'a, WriteState>,
+        timeout: Option<Duration>,
+    ) -> MutexGuard<'a, WriteState> {
+        ws.blocked += 1;
+        let mut ws = match timeout {
+            Some(t) => {
+                self.ws_cond
+                    .wait_timeout(ws, t)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0
+            }
+            None => self.ws_cond.wait(ws).unwrap_or_else(|e| e.into_inner()),
+        };
+        ws.blocked -= 1;
         ws
     }
 
@@ -1336,7 +1360,7 @@ impl Shared {
                 });
             }
             if ws.io_busy {
-                ws = self.ws_cond.wait(ws).unwrap_or_else(|e| e.into_inner());
+                ws = self.block(ws, None);
             } else if ws.synced_lsn < ws.last_lsn || !ws.buf.is_empty() {
                 ws = self.write_out(ws, true);
             } else {
