@@ -292,6 +292,11 @@ async fn read_frames(
     idle: Duration,
     shutdown: &mut Shutdown,
 ) -> CloseReason {
+    // One timer for the connection's life, re-armed only when it fires: arming a
+    // fresh one per read would cost a timer-wheel insert and removal per request.
+    let mut last_read = tokio::time::Instant::now();
+    let idle_deadline = tokio::time::sleep(idle);
+    tokio::pin!(idle_deadline);
     loop {
         // Queue every whole frame in the buffer.
         loop {
@@ -337,8 +342,6 @@ async fn read_frames(
         if buf.capacity() == buf.len() {
             buf.reserve(READ_CHUNK.min(HANDSHAKE_MAX_FRAME as usize));
         }
-        let idle_deadline = tokio::time::sleep(idle);
-        tokio::pin!(idle_deadline);
         loop {
             tokio::select! {
                 _ = shutdown.recv() => return CloseReason::Shutdown,
@@ -346,15 +349,22 @@ async fn read_frames(
                 r = rd.read_buf(&mut buf) => match r {
                     Ok(0) if buf.is_empty() => return CloseReason::PeerClosed,
                     Ok(0) => return CloseReason::PeerClosedMidFrame,
-                    Ok(_) => break,
+                    Ok(_) => {
+                        last_read = tokio::time::Instant::now();
+                        break;
+                    }
                     Err(e) => return CloseReason::Io(e.to_string()),
                 },
                 _ = &mut idle_deadline => {
-                    if budget.available_permits() == budget_bytes {
+                    let now = tokio::time::Instant::now();
+                    let quiet = now - last_read;
+                    if quiet >= idle && budget.available_permits() == budget_bytes {
                         return CloseReason::IdleTimeout;
                     }
-                    // A request is still being answered: not idle.
-                    idle_deadline.as_mut().reset(tokio::time::Instant::now() + idle);
+                    // Bytes arrived since it was armed, or a request is still being
+                    // answered: not idle.
+                    let next = if quiet >= idle { now + idle } else { last_read + idle };
+                    idle_deadline.as_mut().reset(next);
                 }
             }
         }
