@@ -126,6 +126,9 @@ fn corrupt_offset<T>(r: Result<T>, file: &Path, what: &dyn Debug) -> u64 {
     }
 }
 
+/// Every single-bit flip.
+const EVERY_BIT: [u8; 8] = [0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40, 0x80];
+
 /// A small deterministic generator (xorshift64*), so failures reproduce.
 struct Rng(u64);
 
@@ -398,7 +401,7 @@ fn wal_flipped_byte_in_an_earlier_record_is_corruption() {
     let n = fx.records.len();
     for &(start, end) in &fx.records[..n - 1] {
         for at in start..end {
-            for mask in [0x01, 0x80, 0xff] {
+            for mask in EVERY_BIT.into_iter().chain([0xff]) {
                 let fs = restore(&flipped(&fx.img, &fx.wal, at, mask));
                 let what = format!("flip {mask:#04x} at {at} of record {start}..{end}");
                 let offset = corrupt_offset(open(&fs), &fx.wal, &what);
@@ -408,9 +411,11 @@ fn wal_flipped_byte_in_an_earlier_record_is_corruption() {
     }
     // The file header.
     for at in 0..wal::WAL_HEADER_LEN {
-        let fs = restore(&flipped(&fx.img, &fx.wal, at, 0x04));
-        let what = format!("flip at {at} of the WAL header");
-        assert_eq!(corrupt_offset(open(&fs), &fx.wal, &what), 0, "{what}");
+        for mask in EVERY_BIT {
+            let fs = restore(&flipped(&fx.img, &fx.wal, at, mask));
+            let what = format!("flip {mask:#04x} at {at} of the WAL header");
+            assert_eq!(corrupt_offset(open(&fs), &fx.wal, &what), 0, "{what}");
+        }
     }
 }
 
@@ -793,7 +798,7 @@ fn sweep_segment(fx: &SegFixture) {
             .collect();
         for (part, range) in parts(&seg) {
             for at in sample(range.clone(), true) {
-                for mask in [0x01, 0x80] {
+                for mask in EVERY_BIT {
                     let what = format!("{} {part:?} byte {at} ^ {mask:#04x}", path.display());
                     let mut bytes = fx.img[path].clone();
                     bytes[at] ^= mask;
@@ -911,7 +916,7 @@ fn manifest_damage_is_detected() {
     let fx = seg_fixture(1, false);
     let path = dir().join(MANIFEST_FILE);
     let n = fx.img[&path].len();
-    every_flip_is_corrupt(&fx, &path, 0..n, &[0x01, 0x80]);
+    every_flip_is_corrupt(&fx, &path, 0..n, &EVERY_BIT);
     for len in [0, 1, n / 2, n - 4, n - 1] {
         let fs = restore(&with_file(&fx.img, &path, fx.img[&path][..len].to_vec()));
         corrupt_offset(open(&fs), &path, &format!("manifest cut at {len}"));
@@ -929,7 +934,7 @@ fn dictionary_damage_in_the_committed_part_is_detected() {
     .unwrap();
     assert_eq!(m.dict_len as usize, fx.img[&path].len());
     assert_eq!(m.dict_count as usize, SERIES);
-    every_flip_is_corrupt(&fx, &path, 0..m.dict_len as usize, &[0x01, 0x80]);
+    every_flip_is_corrupt(&fx, &path, 0..m.dict_len as usize, &EVERY_BIT);
     // A committed part that is shorter than the manifest says.
     let fs = restore(&with_file(
         &fx.img,
@@ -1026,7 +1031,7 @@ fn dedup_checkpoint_damage_is_detected() {
         n > 100,
         "the checkpoint should hold a producer and event ids ({n} bytes)"
     );
-    every_flip_is_corrupt(&fx, &path, 0..n, &[0x01, 0x80]);
+    every_flip_is_corrupt(&fx, &path, 0..n, &EVERY_BIT);
     for len in [0, 3, n / 2, n - 1] {
         let fs = restore(&with_file(&fx.img, &path, fx.img[&path][..len].to_vec()));
         corrupt_offset(open(&fs), &path, &format!("checkpoint cut at {len}"));
