@@ -1,6 +1,7 @@
 //! End-to-end benchmarks of the storage engine through its public API:
 //! ingest (`Engine::apply`), range and total queries over flushed and compacted
-//! segments, and WAL replay at open.
+//! segments, label / all-series totals and top-k over 100,000 series, and WAL
+//! replay at open.
 //!
 //! Run: `CARGO_TARGET_DIR=/work/target-bench cargo bench -p tallydb-benches --bench storage`
 //! Sizes can be shrunk for a quick run with `TALLY_BENCH_SMALL=1`.
@@ -10,11 +11,13 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use tallydb_benches::{
-    build_minute_day, build_month, create_series, exact, options, random_batch, replay_options,
-    tempdir, write_wal_only, Rng, BASE_MS,
+    build_minute_day, build_month, build_query_dataset, create_series, exact, options, query_exact,
+    random_batch, replay_options, tempdir, write_wal_only, QueryShape, Rng, BASE_MS,
 };
-use tallydb_storage::time::{DAY_MS, MINUTE_MS};
-use tallydb_storage::{Agg, Clock, Engine, FsyncPolicy, RangeQuery, Step};
+use tallydb_storage::time::{DAY_MS, HOUR_MS, MINUTE_MS};
+use tallydb_storage::{
+    Agg, Clock, Engine, FsyncPolicy, Matcher, RangeQuery, Selector, Step, TopQuery,
+};
 
 fn small() -> bool {
     std::env::var_os("TALLY_BENCH_SMALL").is_some()
@@ -105,6 +108,76 @@ fn range(c: &mut Criterion) {
     g.finish();
 }
 
+/// Queries over the dataset of `build_query_dataset`: 100,000 series with the
+/// last hour in two minute segments plus the memtable, 1,000 of them with 30
+/// days of history.
+fn many_series(c: &mut Criterion) {
+    let shape = QueryShape {
+        series: if small() { 10_000 } else { 100_000 },
+        history_series: if small() { 100 } else { 1_000 },
+        history_every_ms: if small() { 10 * MINUTE_MS } else { MINUTE_MS },
+        max_count: 3,
+        group_size: 1_000,
+    };
+    let (ds, now, _) = build_query_dataset(&shape, 17).expect("dataset");
+    let e = &ds.engine;
+    let mut rng = Rng::new(9);
+    let groups = (shape.series / shape.group_size) as u64;
+    let metric = |matchers: Vec<Matcher>| Selector::Metric {
+        name: "bench_q".into(),
+        matchers,
+        group_by: Vec::new(),
+    };
+    let mut g = c.benchmark_group("query_many");
+    g.sample_size(20);
+    let n = shape.series;
+    g.bench_function(BenchmarkId::new("total_30d_one_series", n), |b| {
+        b.iter(|| {
+            let s = rng.below(shape.history_series as u64) as usize;
+            black_box(
+                e.total(&query_exact(s, &shape), now - 30 * DAY_MS, now)
+                    .expect("total"),
+            )
+        })
+    });
+    for label in ["g", "c"] {
+        g.bench_function(
+            BenchmarkId::new(format!("total_1h_label_{label}"), n),
+            |b| {
+                b.iter(|| {
+                    let v = format!("{:04}", rng.below(groups));
+                    let sel = metric(vec![Matcher::Eq(label.into(), v)]);
+                    black_box(e.total(&sel, now - HOUR_MS, now).expect("total"))
+                })
+            },
+        );
+    }
+    g.sample_size(10);
+    g.bench_function(BenchmarkId::new("total_1h_all", n), |b| {
+        b.iter(|| {
+            black_box(
+                e.total(&metric(Vec::new()), now - HOUR_MS, now)
+                    .expect("total"),
+            )
+        })
+    });
+    g.bench_function(BenchmarkId::new("top10_1h_all", n), |b| {
+        b.iter(|| {
+            black_box(
+                e.top(&TopQuery {
+                    selector: metric(Vec::new()),
+                    from: now - HOUR_MS,
+                    to: now,
+                    n: 10,
+                    by_label: None,
+                })
+                .expect("top"),
+            )
+        })
+    });
+    g.finish();
+}
+
 /// `Engine::open` of a directory holding 1,000,000 logged, never flushed
 /// increments over 100,000 series.
 fn replay(c: &mut Criterion) {
@@ -133,6 +206,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = ingest, range, replay
+    targets = ingest, range, many_series, replay
 }
 criterion_main!(benches);

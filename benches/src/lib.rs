@@ -240,6 +240,183 @@ pub fn build_month(series: usize, days: i64, every_ms: i64, seed: u64) -> Result
     })
 }
 
+/// Shape of the query dataset built by [`build_query_dataset`].
+#[derive(Debug, Clone, Copy)]
+pub struct QueryShape {
+    /// Series written in the last hour (all of them).
+    pub series: usize,
+    /// Series `0..history_series` also get 30 days of history before that hour.
+    pub history_series: usize,
+    /// One event per history series every this many ms.
+    pub history_every_ms: i64,
+    /// Increments per series and minute in the last hour: uniform in `1..=max_count`.
+    pub max_count: u64,
+    /// Series per value of the `g` and `c` labels.
+    pub group_size: usize,
+}
+
+/// Days of history in [`build_query_dataset`].
+pub const QUERY_HISTORY_DAYS: i64 = 30;
+
+/// The key of query-dataset series `i` of `n`: `bench_q{c=..,g=..,s=..}`.
+/// Label `c` groups `group_size` consecutive ids (contiguous in every segment),
+/// label `g` takes every `n / group_size`-th id (spread over every block).
+pub fn query_series_key(i: usize, n: usize, group_size: usize) -> String {
+    let groups = (n / group_size.max(1)).max(1);
+    format!(
+        "bench_q{{c={:04},g={:04},s={i:06}}}",
+        i / group_size.max(1),
+        i % groups
+    )
+}
+
+/// An exact selector of query-dataset series `i`.
+pub fn query_exact(i: usize, shape: &QueryShape) -> Selector {
+    Selector::Exact(query_series_key(i, shape.series, shape.group_size))
+}
+
+/// The dataset of the query-latency figures. Series `0..history_series` get
+/// [`QUERY_HISTORY_DAYS`] days of history (one event every `history_every_ms`
+/// with a delta in 1..=10; flushed daily, compacted weekly, as a live engine
+/// would), then every series gets one hour of minute cells (1..=`max_count`
+/// unit increments per minute). That hour is flushed after 20 and 40 minutes
+/// and not compacted, so it lies in two minute segments plus the memtable.
+/// The clock ends at the end of that hour, 10 h 30 min into a UTC day, so that
+/// "the last hour" is planned as minute pieces. Returns the dataset and the end
+/// time (`now`) and the number of increments in the last hour.
+pub fn build_query_dataset(shape: &QueryShape, seed: u64) -> Result<(Dataset, i64, u64)> {
+    let dir = tempdir()?;
+    let clock = ManualClock::new(BASE_MS);
+    let engine = Engine::open(dir.path(), options(FsyncPolicy::Never, false, Some(&clock)))?;
+    let ids: Vec<u32> = (0..shape.series)
+        .map(|i| engine.series_id(&query_series_key(i, shape.series, shape.group_size)))
+        .collect::<Result<_>>()?;
+    let mut rng = Rng::new(seed);
+    let end = BASE_MS + QUERY_HISTORY_DAYS * DAY_MS + 10 * HOUR_MS + 30 * MINUTE_MS;
+    let hour_start = end - HOUR_MS;
+    let mut events = 0u64;
+    let mut batch = Batch::default();
+    let every = shape.history_every_ms.max(1);
+    let mut t = BASE_MS;
+    let mut day = 0;
+    while t < hour_start && shape.history_series > 0 {
+        clock.set(t + every - 1);
+        batch.events.clear();
+        for id in &ids[..shape.history_series.min(ids.len())] {
+            batch.events.push(Event {
+                series: *id,
+                delta: 1 + rng.below(10) as i64,
+                ts: Some(t + rng.below(every as u64) as i64),
+                id: None,
+            });
+        }
+        events += batch.events.len() as u64;
+        engine.apply(&batch)?;
+        t += every;
+        let d = (t - BASE_MS) / DAY_MS;
+        if d != day {
+            day = d;
+            engine.flush()?;
+            if day % 7 == 0 {
+                compact_fully(&engine)?;
+            }
+        }
+    }
+    engine.flush()?;
+    compact_fully(&engine)?;
+    let mut minute_cells = 0u64;
+    let history_events = events;
+    for m in 0..60 {
+        let start = hour_start + m * MINUTE_MS;
+        clock.set(start + MINUTE_MS - 1);
+        batch.events.clear();
+        for id in &ids {
+            let n = 1 + rng.below(shape.max_count);
+            for _ in 0..n {
+                batch.events.push(Event {
+                    series: *id,
+                    delta: 1,
+                    ts: Some(start + rng.below(MINUTE_MS as u64) as i64),
+                    id: None,
+                });
+            }
+        }
+        minute_cells += ids.len() as u64;
+        events += batch.events.len() as u64;
+        engine.apply(&batch)?;
+        if m == 19 || m == 39 {
+            engine.flush()?;
+        }
+    }
+    clock.set(end);
+    Ok((
+        Dataset {
+            engine,
+            clock,
+            ids,
+            events,
+            minute_cells,
+            dir,
+        },
+        end,
+        events - history_events,
+    ))
+}
+
+/// Latency percentiles of repeated runs of one operation.
+#[derive(Debug, Clone, Copy)]
+pub struct Latency {
+    /// Runs measured.
+    pub runs: usize,
+    /// Median, in microseconds.
+    pub p50_us: f64,
+    /// 99th percentile, in microseconds.
+    pub p99_us: f64,
+    /// Largest, in microseconds.
+    pub max_us: f64,
+    /// Mean, in microseconds.
+    pub mean_us: f64,
+}
+
+impl std::fmt::Display for Latency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "p50 {:.1} us, p99 {:.1} us, max {:.1} us, mean {:.1} us ({} runs)",
+            self.p50_us, self.p99_us, self.max_us, self.mean_us, self.runs
+        )
+    }
+}
+
+/// Runs `op(i)` for i = 0, 1, ... (after `warmup` untimed runs) until `max_runs`
+/// runs or `max_time` have passed, and returns the latency percentiles.
+pub fn measure<E>(
+    warmup: usize,
+    max_runs: usize,
+    max_time: std::time::Duration,
+    mut op: impl FnMut(usize) -> std::result::Result<(), E>,
+) -> std::result::Result<Latency, E> {
+    for i in 0..warmup {
+        op(i)?;
+    }
+    let until = std::time::Instant::now() + max_time;
+    let mut us: Vec<f64> = Vec::with_capacity(max_runs.min(1 << 20));
+    while us.len() < max_runs.max(1) && (us.is_empty() || std::time::Instant::now() < until) {
+        let started = std::time::Instant::now();
+        op(warmup + us.len())?;
+        us.push(started.elapsed().as_secs_f64() * 1e6);
+    }
+    us.sort_by(f64::total_cmp);
+    let at = |q: f64| us[((us.len() as f64 * q).ceil() as usize).clamp(1, us.len()) - 1];
+    Ok(Latency {
+        runs: us.len(),
+        p50_us: at(0.50),
+        p99_us: at(0.99),
+        max_us: at(1.0),
+        mean_us: us.iter().sum::<f64>() / us.len() as f64,
+    })
+}
+
 /// Runs [`Engine::compact`] until a round does nothing.
 pub fn compact_fully(engine: &Engine) -> Result<u64> {
     let mut tasks = 0u64;

@@ -363,6 +363,7 @@ struct Shared {
     bg_cond: Condvar,
     counters: Counters,
     recovery: RecoveryReport,
+    blocks: Arc<segment::DecodedBlocks>,
     _lock: Box<dyn DirLock>,
 }
 
@@ -578,6 +579,7 @@ impl Engine {
             bg_cond: Condvar::new(),
             counters: Counters::default(),
             recovery: report,
+            blocks: Arc::new(segment::DecodedBlocks::new(opts.block_cache_bytes)),
             _lock: dir_lock,
             dir,
             opts,
@@ -1757,7 +1759,7 @@ impl Shared {
                 }
             }
         }
-        let mut cache = segment::BlockCache::default();
+        let mut cache = segment::BlockCache::with_shared(Arc::clone(&self.blocks));
         for seg in &version.segments {
             let m = seg.meta();
             for p in plan.pieces.iter().filter(|p| {
@@ -1767,6 +1769,56 @@ impl Shared {
                     seg.scan_series(*id, p.from_bucket, p.to_bucket, &mut cache, &mut |b, c| {
                         f(i, p.tier, b, c)
                     })?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Calls `f(index into ids, sum, count)` with the sum and count of the
+    /// selected series' stored cells inside the plan's pieces, a few calls per
+    /// series (one per source) instead of one per cell: the read behind totals
+    /// and top-k, which need no more than sums and counts.
+    fn scan_sums(
+        &self,
+        ids: &[u32],
+        plan: &Plan,
+        f: &mut dyn FnMut(usize, i64, u64),
+    ) -> Result<()> {
+        let mem_sums = |mem: &Memtable, f: &mut dyn FnMut(usize, i64, u64)| {
+            for p in &plan.pieces {
+                for (i, id) in ids.iter().enumerate() {
+                    let (mut sum, mut count) = (0i64, 0u64);
+                    mem.scan(*id, p.tier, p.from_bucket, p.to_bucket, &mut |_, c| {
+                        sum = sum.wrapping_add(c.sum);
+                        count = count.wrapping_add(c.count);
+                    });
+                    if count != 0 || sum != 0 {
+                        f(i, sum, count);
+                    }
+                }
+            }
+        };
+        let version = {
+            let t = read(&self.tables);
+            mem_sums(&t.active, f);
+            Arc::clone(&t.version)
+        };
+        for fr in &version.frozen {
+            mem_sums(&fr.mem, f);
+        }
+        let mut cache = segment::BlockCache::with_shared(Arc::clone(&self.blocks));
+        for seg in &version.segments {
+            let m = seg.meta();
+            for p in plan.pieces.iter().filter(|p| {
+                p.tier == m.tier && p.from_bucket <= m.max_bucket && p.to_bucket > m.min_bucket
+            }) {
+                for (i, id) in ids.iter().enumerate() {
+                    let (sum, count) =
+                        seg.sum_series(*id, p.from_bucket, p.to_bucket, &mut cache)?;
+                    if count != 0 || sum != 0 {
+                        f(i, sum, count);
+                    }
                 }
             }
         }
@@ -1848,16 +1900,14 @@ impl Shared {
         let now = self.opts.clock.now_ms();
         let p = plan(from, to, None, &self.opts.retention, now);
         let ids = resolve_ids(&read(&self.dict), selector);
-        let mut acc = Cell {
-            sum: 0,
-            count: 0,
-            min: i64::MAX,
-            max: i64::MIN,
-        };
-        self.scan(&ids, &p, &mut |_, _, _, c| acc.merge(c))?;
+        let (mut sum, mut count) = (0i64, 0u64);
+        self.scan_sums(&ids, &p, &mut |_, s, n| {
+            sum = sum.wrapping_add(s);
+            count = count.wrapping_add(n);
+        })?;
         Ok(TotalResult {
-            sum: acc.sum,
-            count: acc.count,
+            sum,
+            count,
             provenance: Provenance {
                 tiers: p.tiers(),
                 closed_until: p.closed_until(now),
@@ -1897,9 +1947,9 @@ impl Shared {
             (r, names)
         };
         let mut sums = vec![(0i64, 0u64); r.ids.len()];
-        self.scan(&r.ids, &p, &mut |i, _, _, c| {
-            sums[i].0 = sums[i].0.wrapping_add(c.sum);
-            sums[i].1 += c.count;
+        self.scan_sums(&r.ids, &p, &mut |i, s, n| {
+            sums[i].0 = sums[i].0.wrapping_add(s);
+            sums[i].1 += n;
         })?;
         let mut entries: Vec<(i64, u64, usize)> = if by.is_empty() {
             sums.iter()

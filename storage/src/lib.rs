@@ -11,7 +11,8 @@
 //! - [`wal`]: the write-ahead log (one checksummed record per batch);
 //!   [`replay`]: re-applying it at open; [`dedup`]: producer sequences and event-id windows.
 //! - [`memtable`]: recent cells in memory; [`segment`]: immutable, checksummed,
-//!   compressed segment files read through `mmap`; [`manifest`]: the live set,
+//!   compressed segment files read through `mmap`, their decoded blocks shared
+//!   by queries in [`block_cache`]; [`manifest`]: the live set,
 //!   replaced atomically.
 //! - [`compaction`]: what to merge (a pure function) and the summing merge;
 //!   [`query`]: query types and the pure planner choosing tiers per time range.
@@ -26,6 +27,7 @@
 //! File formats are specified byte by byte in `docs/STORAGE.md`.
 
 pub mod backup;
+pub mod block_cache;
 pub mod cell;
 pub mod coding;
 pub mod compaction;

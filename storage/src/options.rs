@@ -82,6 +82,9 @@ pub struct Options {
     pub background: bool,
     /// Compaction policy tuning.
     pub compaction: CompactionOptions,
+    /// Bytes of decoded segment blocks kept for queries (default 64 MiB; 0
+    /// turns the cache off).
+    pub block_cache_bytes: usize,
     /// File access (the real file system by default).
     pub fs: Arc<dyn FileSystem>,
     /// Source of "now".
@@ -101,6 +104,7 @@ impl Default for Options {
             max_batch_events: 1_000_000,
             background: true,
             compaction: CompactionOptions::default(),
+            block_cache_bytes: 64 << 20,
             fs: Arc::new(OsFs),
             clock: Arc::new(SystemClock),
         }

@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use crate::block_cache::DecodedBlocks;
 use crate::cell::Cell;
 use crate::coding::{crc32, put_i64, put_ivarint, put_u16, put_u32, put_u64, put_uvarint, Reader};
 use crate::error::{Error, Result};
@@ -454,6 +455,302 @@ fn decode_block(raw: &[u8], cells: u32, out: &mut Vec<CellRow>) -> std::result::
     Ok(())
 }
 
+/// Position after the `n`-th varint terminator at or after `pos`: skips `n`
+/// varints without decoding them, eight bytes at a time.
+fn skip_varints(buf: &[u8], mut pos: usize, mut n: usize) -> std::result::Result<usize, String> {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    while n >= 8 {
+        let Some(word) = buf.get(pos..pos + 8) else {
+            break;
+        };
+        let mut w = [0u8; 8];
+        w.copy_from_slice(word);
+        let ends = (!u64::from_le_bytes(w) & HIGH).count_ones() as usize;
+        if ends >= n {
+            break;
+        }
+        n -= ends;
+        pos += 8;
+    }
+    while n > 0 {
+        let b = *buf.get(pos).ok_or("varint column truncated")?;
+        pos += 1;
+        if b < 0x80 {
+            n -= 1;
+        }
+    }
+    Ok(pos)
+}
+
+/// Value-column varints of a cell of each shape (unit, uniform, general).
+fn value_varints(shapes: &[u8]) -> std::result::Result<usize, String> {
+    let mut n = 0usize;
+    let mut worst = 0u8;
+    for &s in shapes {
+        worst = worst.max(s);
+        n += [0usize, 1, 3][usize::from(s.min(SHAPE_GENERAL))];
+    }
+    if worst > SHAPE_GENERAL {
+        return Err(format!("unknown cell shape {worst}"));
+    }
+    Ok(n)
+}
+
+/// Where one series' run starts in each column of a decompressed block.
+#[derive(Debug, Clone, Copy)]
+struct RunAt {
+    series: u32,
+    cells: u32,
+    bucket_at: u32,
+    count_at: u32,
+    shape_at: u32,
+    value_at: u32,
+}
+
+/// A verified, decompressed block with the position of every series run in
+/// each column, so that one series' cells decode without decoding the other
+/// series of the block (the columns are read lazily, run by run).
+#[derive(Debug)]
+pub struct BlockRuns {
+    raw: Vec<u8>,
+    base: i64,
+    runs: Vec<RunAt>,
+}
+
+impl BlockRuns {
+    /// Indexes a block's raw payload holding `cells` cells: parses the run
+    /// column and finds where every run starts in the other columns.
+    fn index(raw: Vec<u8>, cells: u32) -> std::result::Result<BlockRuns, String> {
+        let f = |e: crate::coding::DecodeFault| e.to_string();
+        let mut r = Reader::new(&raw);
+        let base = r.i64().map_err(f)?;
+        let nruns = r.count(2).map_err(f)?;
+        let mut runs = Vec::with_capacity(nruns);
+        let mut series = 0u32;
+        let mut total = 0usize;
+        for i in 0..nruns {
+            let d = r.uvarint32().map_err(f)?;
+            series = if i == 0 {
+                d
+            } else {
+                series
+                    .checked_add(d)
+                    .filter(|_| d > 0)
+                    .ok_or("series ids not increasing")?
+            };
+            let n = r.uvarint32().map_err(f)?;
+            if n == 0 {
+                return Err("empty series run".into());
+            }
+            total = total.checked_add(n as usize).ok_or("cell count overflow")?;
+            runs.push(RunAt {
+                series,
+                cells: n,
+                bucket_at: 0,
+                count_at: 0,
+                shape_at: 0,
+                value_at: 0,
+            });
+        }
+        if total != cells as usize {
+            return Err(format!(
+                "block declares {cells} cells but its runs hold {total}"
+            ));
+        }
+        if total > r.remaining() || raw.len() > u32::MAX as usize {
+            return Err("cell count larger than the block".into());
+        }
+        let mut pos = r.position();
+        for run in runs.iter_mut() {
+            run.bucket_at = pos as u32;
+            pos = skip_varints(&raw, pos, run.cells as usize)?;
+        }
+        for run in runs.iter_mut() {
+            run.count_at = pos as u32;
+            pos = skip_varints(&raw, pos, run.cells as usize)?;
+        }
+        let shapes_at = pos;
+        pos = pos
+            .checked_add(total)
+            .filter(|end| *end <= raw.len())
+            .ok_or("shape column truncated")?;
+        let mut shape_at = shapes_at;
+        for run in runs.iter_mut() {
+            run.shape_at = shape_at as u32;
+            run.value_at = pos as u32;
+            let shapes = &raw[shape_at..shape_at + run.cells as usize];
+            pos = skip_varints(&raw, pos, value_varints(shapes)?)?;
+            shape_at += run.cells as usize;
+        }
+        if pos != raw.len() {
+            return Err(format!("{} trailing bytes in block", raw.len() - pos));
+        }
+        Ok(BlockRuns { raw, base, runs })
+    }
+
+    /// Bytes held, for cache accounting.
+    pub fn approx_bytes(&self) -> usize {
+        self.raw.len() + self.runs.len() * std::mem::size_of::<RunAt>()
+    }
+
+    /// Series of the block, ascending.
+    pub fn series(&self) -> impl Iterator<Item = u32> + '_ {
+        self.runs.iter().map(|r| r.series)
+    }
+
+    /// Calls `f` for each cell of `series` in the block with bucket in
+    /// `from..to`, decoding that series' run only.
+    pub fn scan(
+        &self,
+        series: u32,
+        from: i64,
+        to: i64,
+        f: &mut dyn FnMut(i64, &Cell),
+    ) -> std::result::Result<(), String> {
+        let Ok(k) = self.runs.binary_search_by_key(&series, |r| r.series) else {
+            return Ok(());
+        };
+        self.scan_run(k, from, to, f).map(|_| ())
+    }
+
+    /// Decodes run `k`, calling `f` for its cells with bucket in `from..to`;
+    /// returns the run's first and last bucket.
+    fn scan_run(
+        &self,
+        k: usize,
+        from: i64,
+        to: i64,
+        f: &mut dyn FnMut(i64, &Cell),
+    ) -> std::result::Result<(i64, i64), String> {
+        let run = self.runs[k];
+        let e = |e: crate::coding::DecodeFault| e.to_string();
+        let tail = |at: u32| {
+            self.raw
+                .get(at as usize..)
+                .ok_or("column offset past the block")
+        };
+        let mut buckets = Reader::new(tail(run.bucket_at)?);
+        let mut counts = Reader::new(tail(run.count_at)?);
+        let mut values = Reader::new(tail(run.value_at)?);
+        let shapes = tail(run.shape_at)?
+            .get(..run.cells as usize)
+            .ok_or("shape column truncated")?;
+        let overflow = || "bucket overflow".to_string();
+        let mut bucket = self
+            .base
+            .checked_add(i64::try_from(buckets.uvarint().map_err(e)?).map_err(|_| overflow())?)
+            .ok_or_else(overflow)?;
+        let first = bucket;
+        for (i, &shape) in shapes.iter().enumerate() {
+            if i > 0 {
+                let gap = i64::try_from(buckets.uvarint().map_err(e)?).map_err(|_| overflow())?;
+                bucket = bucket
+                    .checked_add(gap)
+                    .and_then(|b| b.checked_add(1))
+                    .ok_or_else(overflow)?;
+                if bucket >= to {
+                    return Ok((first, bucket));
+                }
+            }
+            let count = counts.uvarint().map_err(e)?;
+            let cell = match shape {
+                SHAPE_UNIT => Cell {
+                    sum: count as i64,
+                    count,
+                    min: 1,
+                    max: 1,
+                },
+                SHAPE_UNIFORM => {
+                    let d = values.ivarint().map_err(e)?;
+                    Cell {
+                        sum: d.wrapping_mul(count as i64),
+                        count,
+                        min: d,
+                        max: d,
+                    }
+                }
+                SHAPE_GENERAL => Cell {
+                    sum: values.ivarint().map_err(e)?,
+                    count,
+                    min: values.ivarint().map_err(e)?,
+                    max: values.ivarint().map_err(e)?,
+                },
+                other => return Err(format!("unknown cell shape {other}")),
+            };
+            if bucket >= from && bucket < to {
+                f(bucket, &cell);
+            }
+        }
+        Ok((first, bucket))
+    }
+
+    /// Sum and count of the cells of `series` in the block with bucket in
+    /// `from..to`: the same cells [`scan`](Self::scan) visits, summed in place.
+    pub fn sum(&self, series: u32, from: i64, to: i64) -> std::result::Result<(i64, u64), String> {
+        let Ok(k) = self.runs.binary_search_by_key(&series, |r| r.series) else {
+            return Ok((0, 0));
+        };
+        let run = self.runs[k];
+        let e = |e: crate::coding::DecodeFault| e.to_string();
+        let tail = |at: u32| {
+            self.raw
+                .get(at as usize..)
+                .ok_or("column offset past the block")
+        };
+        let mut buckets = Reader::new(tail(run.bucket_at)?);
+        let mut counts = Reader::new(tail(run.count_at)?);
+        let mut values = Reader::new(tail(run.value_at)?);
+        let shapes = tail(run.shape_at)?
+            .get(..run.cells as usize)
+            .ok_or("shape column truncated")?;
+        let overflow = || "bucket overflow".to_string();
+        let mut bucket = self
+            .base
+            .checked_add(i64::try_from(buckets.uvarint().map_err(e)?).map_err(|_| overflow())?)
+            .ok_or_else(overflow)?;
+        let (mut sum, mut count) = (0i64, 0u64);
+        for (i, &shape) in shapes.iter().enumerate() {
+            if i > 0 {
+                let gap = i64::try_from(buckets.uvarint().map_err(e)?).map_err(|_| overflow())?;
+                bucket = bucket
+                    .checked_add(gap)
+                    .and_then(|b| b.checked_add(1))
+                    .ok_or_else(overflow)?;
+                if bucket >= to {
+                    break;
+                }
+            }
+            let n = counts.uvarint().map_err(e)?;
+            let s = match shape {
+                SHAPE_UNIT => n as i64,
+                SHAPE_UNIFORM => values.ivarint().map_err(e)?.wrapping_mul(n as i64),
+                SHAPE_GENERAL => {
+                    let s = values.ivarint().map_err(e)?;
+                    values.ivarint().map_err(e)?;
+                    values.ivarint().map_err(e)?;
+                    s
+                }
+                other => return Err(format!("unknown cell shape {other}")),
+            };
+            if bucket >= from && bucket < to {
+                sum = sum.wrapping_add(s);
+                count = count.wrapping_add(n);
+            }
+        }
+        Ok((sum, count))
+    }
+
+    /// First and last `(series, bucket)` of the block.
+    fn bounds(&self) -> std::result::Result<[(u32, i64); 2], String> {
+        let (Some(first), Some(last)) = (self.runs.first(), self.runs.last()) else {
+            return Err("empty block".into());
+        };
+        let (fb, _) = self.scan_run(0, i64::MIN, i64::MIN, &mut |_, _| {})?;
+        let (_, lb) = self.scan_run(self.runs.len() - 1, i64::MAX, i64::MAX, &mut |_, _| {})?;
+        Ok([(first.series, fb), (last.series, lb)])
+    }
+}
+
 thread_local! {
     /// One zstd decompression context per thread: creating one per block costs
     /// more than decompressing a small block.
@@ -681,8 +978,9 @@ impl Segment {
         (*self.map).as_ref()
     }
 
-    /// Verifies and decodes block `i` into `out`.
-    pub fn read_block(&self, i: usize, out: &mut Vec<CellRow>) -> Result<()> {
+    /// Verifies block `i`'s checksum and header and returns its decompressed
+    /// payload with its cell count.
+    fn block_raw(&self, i: usize) -> Result<(std::borrow::Cow<'_, [u8]>, u32)> {
         let b = self
             .blocks
             .get(i)
@@ -722,6 +1020,14 @@ impl Segment {
         if raw.len() != raw_len as usize {
             return Err(bad("decompressed size differs from the header".into()));
         }
+        Ok((raw, cells))
+    }
+
+    /// Verifies and decodes block `i` into `out`.
+    pub fn read_block(&self, i: usize, out: &mut Vec<CellRow>) -> Result<()> {
+        let (raw, cells) = self.block_raw(i)?;
+        let b = self.blocks[i];
+        let bad = |reason: String| Error::corrupt(&self.path, b.offset, reason);
         decode_block(&raw, cells, out).map_err(bad)?;
         let (first, last) = match (out.first(), out.last()) {
             (Some(f), Some(l)) => (f, l),
@@ -733,6 +1039,19 @@ impl Segment {
             return Err(bad("block contents disagree with the index".into()));
         }
         Ok(())
+    }
+
+    /// Verifies, decompresses and indexes block `i` for run-by-run decoding.
+    pub fn block_runs(&self, i: usize) -> Result<BlockRuns> {
+        let (raw, cells) = self.block_raw(i)?;
+        let b = self.blocks[i];
+        let bad = |reason: String| Error::corrupt(&self.path, b.offset, reason);
+        let runs = BlockRuns::index(raw.into_owned(), cells).map_err(bad)?;
+        let [first, last] = runs.bounds().map_err(bad)?;
+        if first != (b.first_series, b.first_bucket) || last != (b.last_series, b.last_bucket) {
+            return Err(bad("block contents disagree with the index".into()));
+        }
+        Ok(runs)
     }
 
     /// Index of the first block that may hold `(series, bucket)` or a later key.
@@ -759,17 +1078,49 @@ impl Segment {
             if (b.first_series, b.first_bucket) >= (series, to) {
                 break;
             }
-            let rows = scratch.get(self, i)?;
-            let start = rows.partition_point(|r| (r.series, r.bucket) < (series, from));
-            for r in &rows[start..] {
-                if (r.series, r.bucket) >= (series, to) {
-                    return Ok(());
-                }
-                f(r.bucket, &r.cell);
+            let b = *b;
+            let bad = |reason: String| Error::corrupt(&self.path, b.offset, reason);
+            scratch
+                .runs(self, i)?
+                .scan(series, from, to, f)
+                .map_err(bad)?;
+            if (b.last_series, b.last_bucket) >= (series, to) {
+                return Ok(());
             }
             i += 1;
         }
         Ok(())
+    }
+
+    /// Sum and count of the cells of `series` with bucket in `from..to`, like
+    /// [`scan_series`](Self::scan_series) but without a call per cell.
+    pub fn sum_series(
+        &self,
+        series: u32,
+        from: i64,
+        to: i64,
+        scratch: &mut BlockCache,
+    ) -> Result<(i64, u64)> {
+        let (mut sum, mut count) = (0i64, 0u64);
+        if from >= to || to <= self.meta.min_bucket || from > self.meta.max_bucket {
+            return Ok((sum, count));
+        }
+        let mut i = self.first_block_at_or_after(series, from);
+        while let Some(b) = self.blocks.get(i) {
+            if (b.first_series, b.first_bucket) >= (series, to) {
+                break;
+            }
+            let b = *b;
+            let bad = |reason: String| Error::corrupt(&self.path, b.offset, reason);
+            let (s, n) = scratch.runs(self, i)?.sum(series, from, to).map_err(bad)?;
+            sum = sum.wrapping_add(s);
+            count = count.wrapping_add(n);
+            if (b.last_series, b.last_bucket) >= (series, to) {
+                break;
+            }
+            i += 1;
+        }
+        Ok((sum, count))
     }
 
     /// Iterates every cell in key order, block by block.
@@ -783,24 +1134,53 @@ impl Segment {
     }
 }
 
-/// Remembers the last decoded block of one segment, so a scan over increasing
-/// series decodes each block once.
+/// A query's handle on decoded blocks: remembers the last block it used, so a
+/// scan over increasing series indexes each block once, and shares blocks
+/// across queries through an engine-wide [`DecodedBlocks`] cache when given one.
 #[derive(Debug, Default)]
 pub struct BlockCache {
+    shared: Option<Arc<DecodedBlocks>>,
     key: Option<(u64, usize)>,
-    rows: Vec<CellRow>,
+    runs: Option<Arc<BlockRuns>>,
 }
 
 impl BlockCache {
-    /// The decoded rows of block `i` of `seg`.
-    pub fn get(&mut self, seg: &Segment, i: usize) -> Result<&[CellRow]> {
+    /// A handle that looks blocks up in `shared` before decoding them.
+    pub fn with_shared(shared: Arc<DecodedBlocks>) -> Self {
+        BlockCache {
+            shared: Some(shared),
+            key: None,
+            runs: None,
+        }
+    }
+
+    /// Block `i` of `seg`, verified, decompressed and indexed by run.
+    pub fn runs(&mut self, seg: &Segment, i: usize) -> Result<&BlockRuns> {
         let key = (seg.meta.id, i);
-        if self.key != Some(key) {
+        if self.key != Some(key) || self.runs.is_none() {
             self.key = None;
-            seg.read_block(i, &mut self.rows)?;
+            let cached = self.shared.as_ref().and_then(|c| c.get(key));
+            let runs = match cached {
+                Some(r) => r,
+                None => {
+                    let r = Arc::new(seg.block_runs(i)?);
+                    if let Some(c) = &self.shared {
+                        c.insert(key, Arc::clone(&r));
+                    }
+                    r
+                }
+            };
+            self.runs = Some(runs);
             self.key = Some(key);
         }
-        Ok(&self.rows)
+        match &self.runs {
+            Some(r) => Ok(r),
+            None => Err(Error::corrupt(
+                &seg.path,
+                0,
+                format!("block {i} not loaded"),
+            )),
+        }
     }
 }
 
@@ -901,6 +1281,78 @@ mod tests {
                 .collect();
             prop_assert_eq!(got, want);
         }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(32))]
+        /// Decoding one series' run equals decoding the whole block and keeping
+        /// that series' cells in the range, for both codecs.
+        #[test]
+        fn partial_decode_equals_full_decode_filtered(
+            cells in prop::collection::btree_map((0u32..60, -3000i64..3000), cell_strategy(), 1..7000),
+            window in (-3500i64..3500, 0i64..7000),
+            cold in any::<bool>(),
+        ) {
+            let fs = FaultFs::new();
+            let path = Path::new("p.seg");
+            let cold_before = if cold { i64::MAX } else { i64::MIN };
+            let mut w = SegmentWriter::create(&fs, path, 4, Tier::Minute, cold_before).expect("create");
+            for ((series, bucket), cell) in &cells {
+                w.push(CellRow { series: *series, bucket: *bucket, cell: *cell }).expect("push");
+            }
+            w.finish().expect("finish");
+            let seg = Segment::open(&fs, path).expect("open");
+            let (from, to) = (window.0, window.0 + window.1);
+            for i in 0..seg.blocks().len() {
+                let mut rows = Vec::new();
+                seg.read_block(i, &mut rows).expect("full decode");
+                let runs = seg.block_runs(i).expect("index");
+                let mut series: Vec<u32> = rows.iter().map(|r| r.series).collect();
+                series.dedup();
+                prop_assert_eq!(runs.series().collect::<Vec<_>>(), series.clone());
+                for s in series.iter().copied().chain([60]) {
+                    let want: Vec<(i64, Cell)> = rows
+                        .iter()
+                        .filter(|r| r.series == s && r.bucket >= from && r.bucket < to)
+                        .map(|r| (r.bucket, r.cell))
+                        .collect();
+                    let mut got = Vec::new();
+                    runs.scan(s, from, to, &mut |b, c| got.push((b, *c))).expect("partial decode");
+                    prop_assert_eq!(&got, &want);
+                    let sum = want.iter().fold((0i64, 0u64), |a, (_, c)| {
+                        (a.0.wrapping_add(c.sum), a.1.wrapping_add(c.count))
+                    });
+                    prop_assert_eq!(runs.sum(s, from, to).expect("sum"), sum);
+                }
+            }
+            let shared = Arc::new(DecodedBlocks::new(1 << 20));
+            for s in [0u32, 17, 59] {
+                let want = cells
+                    .range((s, from)..(s, to.max(from)))
+                    .fold((0i64, 0u64), |a, (_, c)| (a.0.wrapping_add(c.sum), a.1.wrapping_add(c.count)));
+                for _ in 0..2 {
+                    let mut cache = BlockCache::with_shared(Arc::clone(&shared));
+                    prop_assert_eq!(seg.sum_series(s, from, to, &mut cache).expect("sum"), want);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn skipping_varints_lands_after_the_nth() {
+        let mut buf = Vec::new();
+        let values: Vec<u64> = (0..40)
+            .map(|i| if i % 3 == 0 { 1 << (i % 60) } else { i })
+            .collect();
+        let mut ends = vec![0];
+        for v in &values {
+            put_uvarint(&mut buf, *v);
+            ends.push(buf.len());
+        }
+        for (n, end) in ends.iter().enumerate() {
+            assert_eq!(skip_varints(&buf, 0, n), Ok(*end), "{n} varints");
+        }
+        assert!(skip_varints(&buf, 0, values.len() + 1).is_err());
     }
 
     #[test]
