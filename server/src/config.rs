@@ -81,6 +81,9 @@ producer_idle = "7d"
 # Memtable size that triggers a flush to a segment file.
 memtable_size = "64MiB"
 
+# Memory for decoded segment blocks shared by all queries ("0" turns the cache off).
+block_cache_size = "64MiB"
+
 [retention]
 # How long each tier keeps its cells. Data leaves a tier when it is older than the
 # tier's retention, never the coarser tiers. Must not shrink from minute to hour to day.
@@ -137,6 +140,7 @@ pub const SCALAR_KEYS: &[&str] = &[
     "dedup_window",
     "producer_idle",
     "memtable_size",
+    "block_cache_size",
     "retention.minute",
     "retention.hour",
     "retention.day",
@@ -287,6 +291,8 @@ pub struct Config {
     pub producer_idle: Duration,
     /// Memtable size that triggers a flush.
     pub memtable_bytes: u64,
+    /// Memory for decoded segment blocks shared by queries (0: no cache).
+    pub block_cache_bytes: u64,
     /// Connection and request limits.
     pub limits: LimitsConfig,
     /// Logging.
@@ -307,6 +313,7 @@ impl Default for Config {
             dedup_window: Duration::from_secs(3600),
             producer_idle: Duration::from_secs(7 * 86_400),
             memtable_bytes: 64 << 20,
+            block_cache_bytes: 64 << 20,
             limits: LimitsConfig {
                 max_connections: 1024,
                 max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
@@ -394,6 +401,7 @@ impl Config {
             dedup_window_ms: millis(self.dedup_window),
             producer_idle_ms: millis(self.producer_idle),
             memtable_bytes: usize::try_from(self.memtable_bytes).unwrap_or(usize::MAX),
+            block_cache_bytes: usize::try_from(self.block_cache_bytes).unwrap_or(usize::MAX),
             max_batch_events: self.limits.max_batch_events as usize,
             ..Options::default()
         }
@@ -475,6 +483,7 @@ struct RawConfig {
     dedup_window: Option<String>,
     producer_idle: Option<String>,
     memtable_size: Option<RawSize>,
+    block_cache_size: Option<RawSize>,
     #[serde(default)]
     retention: RawRetention,
     #[serde(default)]
@@ -516,6 +525,7 @@ impl RawConfig {
             "dedup_window" => self.dedup_window = s(),
             "producer_idle" => self.producer_idle = s(),
             "memtable_size" => self.memtable_size = Some(RawSize::Text(value.to_string())),
+            "block_cache_size" => self.block_cache_size = Some(RawSize::Text(value.to_string())),
             "retention.minute" => self.retention.minute = s(),
             "retention.hour" => self.retention.hour = s(),
             "retention.day" => self.retention.day = s(),
@@ -675,6 +685,11 @@ impl RawConfig {
                 format!("{memtable_bytes} bytes is below the minimum of 4096"),
             ));
         }
+        let block_cache_bytes = self.size(
+            "block_cache_size",
+            &self.block_cache_size,
+            d.block_cache_bytes,
+        )?;
         let l = &self.limits;
         let dl = &d.limits;
         let max_frame = self.size(
@@ -765,6 +780,7 @@ impl RawConfig {
             dedup_window,
             producer_idle,
             memtable_bytes,
+            block_cache_bytes,
             limits,
             log: LogConfig { format, level },
             auth: AuthConfig {
@@ -928,6 +944,7 @@ mod tests {
             ("dedup_window", "2h"),
             ("producer_idle", "1d"),
             ("memtable_size", "1MiB"),
+            ("block_cache_size", "0"),
             ("retention.minute", "1d"),
             ("retention.hour", "30d"),
             ("retention.day", "3650d"),
@@ -953,6 +970,7 @@ mod tests {
         assert_eq!(c.dedup_window, Duration::from_secs(7200));
         assert_eq!(c.producer_idle, Duration::from_secs(86_400));
         assert_eq!(c.memtable_bytes, 1 << 20);
+        assert_eq!(c.block_cache_bytes, 0);
         assert_eq!(c.retention.minute_ms, Some(86_400_000));
         assert_eq!(c.retention.day_ms, Some(3650 * 86_400_000));
         assert_eq!(c.limits.max_connections, 7);
