@@ -645,7 +645,7 @@ impl Engine {
 
     /// The key of a series id.
     pub fn series_key(&self, id: u32) -> Option<SeriesKey> {
-        read(&self.shared.dict).key(id).cloned()
+        read(&self.shared.dict).key(id).map(|k| k.to_key())
     }
 
     /// Applies a batch atomically and returns once it is durable under the

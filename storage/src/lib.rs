@@ -62,5 +62,5 @@ pub use query::{
     Agg, Group, Matcher, Provenance, RangeQuery, RangeResult, Selector, Step, TopEntry, TopQuery,
     TopResult, TotalResult, Value,
 };
-pub use series::{SeriesError, SeriesKey};
+pub use series::{SeriesError, SeriesKey, SeriesKeyRef};
 pub use time::{Clock, ManualClock, Retention, SystemClock, Tier};

@@ -231,13 +231,61 @@ impl SeriesKey {
         &self.canonical
     }
 
+    /// A borrowed view of the key.
+    pub fn as_key_ref(&self) -> SeriesKeyRef<'_> {
+        SeriesKeyRef {
+            canonical: &self.canonical,
+            name_len: self.name_len,
+        }
+    }
+
     /// The metric name.
     pub fn name(&self) -> &str {
-        &self.canonical[..self.name_len]
+        self.as_key_ref().name()
     }
 
     /// The labels, sorted by name.
     pub fn labels(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.as_key_ref().labels()
+    }
+
+    /// The value of one label, if present.
+    pub fn label(&self, name: &str) -> Option<&str> {
+        self.as_key_ref().label(name)
+    }
+}
+
+/// A borrowed series key in canonical form: what the series dictionary hands
+/// out, since it keeps every key in one shared buffer rather than one
+/// [`SeriesKey`] per series.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SeriesKeyRef<'a> {
+    canonical: &'a str,
+    name_len: usize,
+}
+
+impl<'a> SeriesKeyRef<'a> {
+    /// A view of text already known to be a canonical key (stored by the
+    /// dictionary after [`SeriesKey::parse`]).
+    pub(crate) fn from_canonical(canonical: &'a str) -> Self {
+        SeriesKeyRef {
+            canonical,
+            name_len: canonical.find('{').unwrap_or(canonical.len()),
+        }
+    }
+
+    /// The canonical text.
+    pub fn as_str(self) -> &'a str {
+        self.canonical
+    }
+
+    /// The metric name.
+    pub fn name(self) -> &'a str {
+        &self.canonical[..self.name_len]
+    }
+
+    /// The labels, sorted by name.
+    pub fn labels(self) -> impl Iterator<Item = (&'a str, &'a str)> {
         let inner = self
             .canonical
             .get(self.name_len + 1..self.canonical.len().saturating_sub(1))
@@ -249,8 +297,28 @@ impl SeriesKey {
     }
 
     /// The value of one label, if present.
-    pub fn label(&self, name: &str) -> Option<&str> {
+    pub fn label(self, name: &str) -> Option<&'a str> {
         self.labels().find(|(l, _)| *l == name).map(|(_, v)| v)
+    }
+
+    /// An owned copy.
+    pub fn to_key(self) -> SeriesKey {
+        SeriesKey {
+            canonical: self.canonical.to_string(),
+            name_len: self.name_len,
+        }
+    }
+}
+
+impl fmt::Display for SeriesKeyRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.canonical)
+    }
+}
+
+impl fmt::Debug for SeriesKeyRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SeriesKey({})", self.canonical)
     }
 }
 
@@ -280,6 +348,17 @@ mod tests {
         let plain = SeriesKey::parse("com.example.music").expect("valid");
         assert_eq!(plain.labels().count(), 0);
         assert_eq!(SeriesKey::parse("x{}").expect("valid").as_str(), "x");
+        let r = SeriesKeyRef::from_canonical(k.as_str());
+        assert_eq!(
+            (r.name(), r.label("ad"), r.label("x")),
+            ("ad_clicks", Some("ad001"), None)
+        );
+        assert_eq!(
+            r.labels().collect::<Vec<_>>(),
+            k.labels().collect::<Vec<_>>()
+        );
+        assert_eq!(r.to_key(), k);
+        assert_eq!(SeriesKeyRef::from_canonical("a.b").name(), "a.b");
     }
 
     #[test]

@@ -796,7 +796,9 @@ pub fn export(
         .max(tier.bucket_of(from));
     let mut wanted = vec![false; dict.len() as usize];
     for (id, w) in wanted.iter_mut().enumerate() {
-        *w = dict.key(id as u32).is_some_and(|k| select.matches(k));
+        *w = dict
+            .key(id as u32)
+            .is_some_and(|k| select.matches(&k.to_key()));
     }
     if format == ExportFormat::Csv {
         writeln!(out, "timestamp_ms,series,delta").map_err(out_err)?;
