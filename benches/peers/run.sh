@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
-# TallyDB side by side with Redis, on one machine, in one run (issue 6, item 3, Redis part).
+# TallyDB side by side with Redis and VictoriaMetrics, on one machine, in one run.
 #
 #   sudo benches/peers/run.sh          # or as root: benches/peers/run.sh
 #
-# Installs redis-server from Debian when missing, builds tallyd and tally-bench in
-# release, starts a private redis-server on 127.0.0.1 (free port, own temp dir, AOF),
-# runs the Redis workloads with redis-benchmark and the TallyDB workloads with
-# tally-bench --spawn, prints a table of ratios. Every process it starts is stopped
-# by pid on exit and its temp dir is removed. VictoriaMetrics is not covered yet.
+# Installs redis-server and victoria-metrics from Debian when missing, builds tallyd,
+# tally-bench and tally-peers-vm in release, starts a private redis-server on
+# 127.0.0.1 (free port, own temp dir, AOF), runs the Redis workloads with
+# redis-benchmark and the TallyDB workloads with tally-bench --spawn, then starts a
+# private victoria-metrics on 127.0.0.1 (free port, own temp dir) and runs
+# tally-peers-vm (the same dataset loaded into VictoriaMetrics and into a private
+# tallyd, the same queries timed on both, every answer checked), and prints the
+# tables of ratios. Every process it starts is stopped by pid on exit and its temp
+# dir is removed.
 #
 # Environment (all optional):
 #   PHASE_SECS   target seconds per Redis phase (default 10; each is hard-capped at 15 s)
 #   TALLY_SECS   tally-bench --duration (default 15, at most 15)
+#   VM_CONNECTIONS  connections of each load of the VictoriaMetrics part (default 16, 4..50)
+#   VM_QUERY_SECS   cap per query and system in the VictoriaMetrics part (default 8, at most 15)
 #   PEERS_TMP    parent of the temp dirs (default ${TMPDIR:-/var/tmp}; use a real disk)
 #   CARGO_TARGET_DIR   honored by the build and used to find the binaries
 #   SKIP_BUILD=1 use the binaries already built
@@ -36,24 +42,39 @@ fi
 if ! [[ "$TALLY_SECS" =~ ^[0-9]+$ ]] || ((TALLY_SECS < 1 || TALLY_SECS > PHASE_CAP)); then
     die "TALLY_SECS must be 1..$PHASE_CAP"
 fi
+VM_CONNECTIONS="${VM_CONNECTIONS:-16}"
+VM_QUERY_SECS="${VM_QUERY_SECS:-8}"
+if ! [[ "$VM_CONNECTIONS" =~ ^[0-9]+$ ]] || ((VM_CONNECTIONS < 4 || VM_CONNECTIONS > 50)); then
+    die "VM_CONNECTIONS must be 4..50"
+fi
+if ! [[ "$VM_QUERY_SECS" =~ ^[0-9]+$ ]] || ((VM_QUERY_SECS < 1 || VM_QUERY_SECS > PHASE_CAP)); then
+    die "VM_QUERY_SECS must be 1..$PHASE_CAP"
+fi
 
 # ---------------------------------------------------------------- cleanup
 redis_pid=""
+vm_pid=""
 work=""
+# stop_pid PID: TERM, then KILL after 5 s (no-op for an empty or finished pid).
+stop_pid() {
+    local pid=$1 i
+    if [[ -z "$pid" ]] || ! kill -0 "$pid" 2>/dev/null; then
+        return 0
+    fi
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+}
 cleanup() {
     local rc=$?
-    if [[ -n "$redis_pid" ]] && kill -0 "$redis_pid" 2>/dev/null; then
-        kill -TERM "$redis_pid" 2>/dev/null || true
-        local i
-        for ((i = 0; i < 50; i++)); do
-            kill -0 "$redis_pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$redis_pid" 2>/dev/null; then
-            kill -KILL "$redis_pid" 2>/dev/null || true
-        fi
-        wait "$redis_pid" 2>/dev/null || true
-    fi
+    stop_pid "$redis_pid"
+    stop_pid "$vm_pid"
     if [[ -n "$work" && -d "$work" ]]; then
         rm -rf -- "$work"
     fi
@@ -74,38 +95,55 @@ if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/nu
     apt-get update >&2
     apt-get install -y redis-server >&2
 fi
+if ! command -v victoria-metrics >/dev/null; then
+    [[ "$(id -u)" == 0 ]] || die "victoria-metrics is missing; run as root to install it"
+    log "installing victoria-metrics (Debian)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update >&2
+    apt-get install -y victoria-metrics >&2
+fi
+command -v curl >/dev/null || die "curl is required"
 
 # ---------------------------------------------------------------- build
 target_dir="${CARGO_TARGET_DIR:-$repo/target}"
 if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
-    log "building tallyd and tally-bench (release, target dir $target_dir)"
+    log "building tallyd, tally-bench and tally-peers-vm (release, target dir $target_dir)"
     (cd "$repo" && cargo build --release -p tallydb-server -p tallydb-benches)
 fi
 tallyd="$target_dir/release/tallyd"
 tally_bench="$target_dir/release/tally-bench"
-[[ -x "$tallyd" && -x "$tally_bench" ]] || die "binaries not found under $target_dir/release"
+peers_vm="$target_dir/release/tally-peers-vm"
+[[ -x "$tallyd" && -x "$tally_bench" && -x "$peers_vm" ]] \
+    || die "binaries not found under $target_dir/release"
 
 # ---------------------------------------------------------------- private redis
 mkdir -p "$PEERS_TMP"
 work="$(mktemp -d "$PEERS_TMP/tally-peers.XXXXXX")"
-mkdir -p "$work/redis" "$work/tally"
+mkdir -p "$work/redis" "$work/tally" "$work/vm"
 
-port="$(python3 - <<'EOF'
+# free_port: a free loopback port, never a service's default (6379, 8428).
+free_port() {
+    local p
+    p="$(python3 - <<'EOF'
 import socket
 for _ in range(20):
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.bind(("127.0.0.1", 0))
     p = s.getsockname()[1]
     s.close()
-    if p != 6379:
+    if p not in (6379, 8428):
         print(p)
         break
 EOF
 )"
+    [[ -n "$p" ]] || die "no free port"
+    if ss -ltn 2>/dev/null | awk '{print $4}' | grep -q ":$p\$"; then
+        die "port $p is taken"
+    fi
+    echo "$p"
+}
+port="$(free_port)"
 [[ -n "$port" ]] || die "no free port"
-if ss -ltn 2>/dev/null | awk '{print $4}' | grep -q ":$port\$"; then
-    die "port $port is taken"
-fi
 
 log "starting redis-server on 127.0.0.1:$port (dir $work/redis)"
 redis-server --bind 127.0.0.1 --port "$port" --protected-mode yes \
@@ -199,14 +237,45 @@ tally_phase() {
 tally_phase "batched" "$work/tally_batched.json" --connections 16 --batch 1000 --pipeline 4
 tally_phase "unbatched" "$work/tally_unbatched.json" --connections 50 --batch 1 --pipeline 1
 
+# ---------------------------------------------------------------- victoriametrics
+# A private victoria-metrics; tally-peers-vm loads the same dataset into it and into
+# its own tallyd (fsync always), then times the same queries on both.
+vm_port="$(free_port)"
+[[ -n "$vm_port" ]] || die "no free port"
+vm_version="$(dpkg-query -W -f '${Version}' victoria-metrics 2>/dev/null || echo unknown)"
+log "starting victoria-metrics $vm_version on 127.0.0.1:$vm_port (dir $work/vm)"
+victoria-metrics -storageDataPath "$work/vm/data" -httpListenAddr "127.0.0.1:$vm_port" \
+    -retentionPeriod 100y -search.latencyOffset 0s -search.disableCache \
+    -loggerLevel ERROR >"$work/vm/vm.log" 2>&1 &
+vm_pid=$!
+ready=0
+for ((i = 0; i < 100; i++)); do
+    if [[ "$(curl -s "http://127.0.0.1:$vm_port/health" 2>/dev/null || true)" == OK ]]; then
+        ready=1
+        break
+    fi
+    kill -0 "$vm_pid" 2>/dev/null || break
+    sleep 0.1
+done
+((ready)) || { cat "$work/vm/vm.log" >&2 || true; die "victoria-metrics did not start"; }
+log "tally-peers-vm: the same dataset into victoria-metrics and a private tallyd"
+vm_rc=0
+timeout -k 20 420 "$peers_vm" --vm "127.0.0.1:$vm_port" --vm-pid "$vm_pid" \
+    --vm-version "$vm_version" --tallyd "$tallyd" --data-parent "$work/tally" \
+    --fsync always --connections "$VM_CONNECTIONS" --query-secs "$VM_QUERY_SECS" \
+    >"$work/vm.json" || vm_rc=$?
+((vm_rc == 0)) || log "tally-peers-vm exited with $vm_rc (1 = a load or an answer was not exact)"
+stop_pid "$vm_pid"
+vm_pid=""
+
 # ---------------------------------------------------------------- table
 python3 - "$work/tally_batched.json" "$work/tally_unbatched.json" \
     "${R[incr_p1000_everysec]}" "${R[incr_p1000_always]}" \
     "${R[hincr_p1000_everysec]}" "${R[hincr_p1000_always]}" \
     "${R[rollup_p1000_everysec]}" "${R[rollup_p1000_always]}" \
-    "${R[incr_p1_everysec]}" "$redis_version" "$PHASE_SECS" "$TALLY_SECS" <<'EOF'
+    "${R[incr_p1_everysec]}" "$redis_version" "$PHASE_SECS" "$TALLY_SECS" "$work/vm.json" <<'EOF'
 import json, os, sys
-(tb, tu, incr_e, incr_a, h_e, h_a, r_e, r_a, incr1, rver, secs, tsecs) = sys.argv[1:]
+(tb, tu, incr_e, incr_a, h_e, h_a, r_e, r_a, incr1, rver, secs, tsecs, vmj) = sys.argv[1:]
 
 def load(path):
     try:
@@ -259,4 +328,68 @@ for name, mode, r, tname, t in rows:
 print()
 print("TallyDB batched:   --connections 16 --batch 1000 --pipeline 4 --series 100000 --fsync always; " + bnote)
 print("TallyDB unbatched: --connections 50 --batch 1 --pipeline 1 --series 100000 --fsync always; " + unote)
+
+v = load(vmj)
+if v is None:
+    print()
+    print("VictoriaMetrics: no report (tally-peers-vm failed; see the log above)")
+    sys.exit(0)
+d = v["dataset"]
+tl, vl = v["tally_load"], v["vm_load"]
+
+def ms(us):
+    return "n/a" if us is None else f"{us / 1000:.3f}"
+
+def lat(side):
+    l = side.get("latency")
+    return (None, None) if not l else (l["p50_us"], l["p99_us"])
+
+def cores(lf):
+    s = lf.get("server") or {}
+    return "n/a" if not s else f"{s.get('cpu_cores', 0):.2f}"
+
+def ratio(t, r):
+    return "n/a" if not t or not r else f"{t / r:.2f}x"
+
+print()
+print(f"VictoriaMetrics {v['vm_version']} vs TallyDB ({v['tally_version']}, fsync {v['tally_fsync']}); "
+      f"{v['cpus']} CPUs, load average {v['loadavg_start'].split()[0]} at the start of this part, "
+      f"{v['loadavg_end'].split()[0]} at its end; {v['wall_seconds']:.0f} s")
+print(f"Dataset: {d['series']:,} series {d['metric']}{{g,s}} ({d['group']:,} per value of g); the last "
+      f"hour of minutes for every series, the last day for g=000: {v['samples']:,} per-minute samples "
+      f"(TallyDB: timestamped events), sum {v['total']:,}")
+print()
+print("| load of the dataset | VictoriaMetrics samples/s (no fsync per request) | TallyDB events/s (fsync always) | ratio |")
+print("|---|---:|---:|---:|")
+vps, tps = vl["per_second"], tl["per_second"]
+print(f"| the same stream, {tl['connections']} connections, {d['batch']:,} per request | "
+      f"{fmt(vps)} | {fmt(tps)} | {ratio(tps, vps)} |")
+print(f"| TallyDB batched (tally-bench above, live timestamps) vs that VictoriaMetrics load | "
+      f"{fmt(vps)} | {fmt(b)} | {ratio(b, vps)} |")
+print()
+vis = vl["visible_after_s"]
+print(f"Loads: VictoriaMetrics {vl['items']:,} samples in {vl['seconds']:.2f} s, server {cores(vl)} cores, "
+      f"all searchable {'never' if vis is None else f'{vis:.1f} s'} after, exact {vl['exact']}; "
+      f"TallyDB {tl['items']:,} events in {tl['seconds']:.2f} s, server {cores(tl)} cores, exact {tl['exact']}")
+print()
+print("| query | VictoriaMetrics p50 / p99 ms | TallyDB p50 / p99 ms | p99 VM / TallyDB | TallyDB p99 target | timed runs (TallyDB; VM) | right answers (TallyDB; VM) |")
+print("|---|---:|---:|---:|---:|---:|---:|")
+for q in v["queries"]:
+    t50, t99 = lat(q["tally"])
+    v50, v99 = lat(q["vm"])
+    tgt = q.get("target_p99_us")
+    met = "" if tgt is None or t99 is None else (" met" if t99 <= tgt else " **missed**")
+    r = "n/a" if not t99 or not v99 else f"{v99 / t99:.2f}x"
+    tq, vq = q["tally"], q["vm"]
+    right = (f"{tq['correct']}/{tq['correct'] + tq['wrong']}; "
+             f"{vq['correct']}/{vq['correct'] + vq['wrong']}")
+    timed = "; ".join(str((s.get("latency") or {}).get("count", 0)) for s in (tq, vq))
+    print(f"| {q['name']} | {ms(v50)} / {ms(v99)} | {ms(t50)} / {ms(t99)} | {r} | "
+          f"{'-' if tgt is None else '≤ ' + ms(tgt)}{met} | {timed} | {right} |")
+print()
+for q in v["queries"]:
+    for who in ("tally", "vm"):
+        if q[who].get("first_problem"):
+            print(f"{q['name']} ({who}): {q[who]['first_problem']}")
+print("PromQL: " + "; ".join(q["promql"] for q in v["queries"]))
 EOF

@@ -6,12 +6,16 @@
 //!   compacted segments, WAL replay at open.
 //! - `benches/micro.rs` (criterion): segment encode and decode, memtable add,
 //!   the compaction merge.
+//! - `benches/protocol.rs` (criterion): encode and decode of `INCR` (keys and
+//!   aliases, 1 and 1,000 events), `INCR_OK` and a one-day `RANGE_OK`.
 //! - `tally-storage-figures`: bytes on disk per cell after compaction, WAL bytes
 //!   per increment and WAL replay speed, printed as a table with the command
 //!   that reproduces it.
 //! - `tally-storage-profile`: one workload in a loop, to run under a profiler.
 //! - `tally-bench` ([`load`]): the load generator, driving a real `tallyd` over the
 //!   wire protocol (see `docs/BENCHMARKS.md`).
+//! - `tally-peers-vm` ([`peers`]): the same dataset and queries against
+//!   VictoriaMetrics and a private `tallyd`, run by `benches/peers/run.sh`.
 //!
 //! Helpers here:
 //! - [`Rng`]: a tiny deterministic generator (SplitMix64), so every run of a
@@ -34,6 +38,7 @@
 //! temporary directories unless a helper says otherwise.
 
 pub mod load;
+pub mod peers;
 
 use std::path::Path;
 use std::sync::Arc;

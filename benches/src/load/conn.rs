@@ -435,18 +435,18 @@ pub fn connection_rng(seed: u64, index: usize) -> Rng {
 }
 
 /// Direct-mapped alias cache: alias `a` holds series `slots[a] - 1` (0 = free).
-struct Aliases {
+pub(crate) struct Aliases {
     slots: Vec<u32>,
 }
 
 impl Aliases {
-    fn new(series: u32, max_aliases: u32) -> Self {
+    pub(crate) fn new(series: u32, max_aliases: u32) -> Self {
         let n = series.min(max_aliases).max(1) as usize;
         Self { slots: vec![0; n] }
     }
 
     /// The reference for `series`, defining (or re-binding) its alias when needed.
-    fn reference<'k>(&mut self, series: u32, key: &'k str) -> (SeriesRef<'k>, bool) {
+    pub(crate) fn reference<'k>(&mut self, series: u32, key: &'k str) -> (SeriesRef<'k>, bool) {
         let n = self.slots.len() as u32;
         let alias = series % n;
         match self.slots.get_mut(alias as usize) {
