@@ -36,6 +36,8 @@ pub mod dict;
 pub mod engine;
 pub mod error;
 pub mod fs;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod inspect;
 pub mod manifest;
 pub mod memtable;
