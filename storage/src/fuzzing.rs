@@ -395,7 +395,7 @@ fn check_replay(
     assert_eq!(replay.max_accepted_at, max_accepted_at);
     assert_eq!(replay.dict.len() as usize, model.keys.len());
     for (id, key) in model.keys.iter().enumerate() {
-        let got = replay.dict.key(id as u32).map(SeriesKey::as_str);
+        let got = replay.dict.key(id as u32).map(|k| k.as_str());
         assert_eq!(got, Some(key.as_str()), "series {id}");
     }
     for tier in Tier::ALL {
