@@ -395,8 +395,9 @@ async fn process(
         }
         let mut out = BytesMut::new();
         let mut fatal = None;
-        for item in &batch {
-            let frame = match item {
+        let mut next = 0;
+        while next < batch.len() {
+            let frame = match &batch[next] {
                 Item::Frame { bytes, .. } => bytes,
                 Item::Fatal(reply) => {
                     handler::settle_pending(shared, &mut session, &mut out).await;
@@ -410,13 +411,26 @@ async fn process(
             }
             if handler::answers_inline(frame) {
                 handler::handle_frame(shared, &mut session, frame, &mut out);
+                next += 1;
                 continue;
             }
+            // The run of frames that need the blocking pool goes there in one hop.
+            let run: Vec<Bytes> = batch[next..]
+                .iter()
+                .map_while(|item| match item {
+                    Item::Frame { bytes, .. } if !handler::answers_inline(bytes) => {
+                        Some(bytes.clone())
+                    }
+                    _ => None,
+                })
+                .collect();
+            next += run.len();
             let task_shared = Arc::clone(shared);
-            let frame = frame.clone();
             let mut task_out = std::mem::take(&mut out);
             let joined = tokio::task::spawn_blocking(move || {
-                handler::handle_frame(&task_shared, &mut session, &frame, &mut task_out);
+                for frame in &run {
+                    handler::handle_frame(&task_shared, &mut session, frame, &mut task_out);
+                }
                 (session, task_out)
             })
             .await;
