@@ -1,7 +1,7 @@
 //! Writes a few increments through the storage engine into `./tally-data` (or the
 //! directory given as the first argument) and reads them back.
 //!
-//! Run: `cargo run --release -p tallydb-storage --example quickstart`
+//! Run: `cargo run --release -p tallydb-storage --example embedded`
 
 use tallydb_storage::{Agg, Batch, Engine, Event, Options, RangeQuery, Selector, Step, TopQuery};
 
