@@ -1303,9 +1303,9 @@ impl Shared {
                 .extract_if(.., |(lsn, _)| poisoned || *lsn <= synced)
                 .map(|(_, waker)| waker),
         );
-        // A notification is a syscall: only for blocked threads, or for the
-        // idle WAL writer when async waiters remain for the next commit.
-        if ws.blocked > 0 || (ws.writer_idle && !ws.waiters.is_empty()) {
+        // A notification is a syscall: only for blocked threads and the idle WAL
+        // writer (async waiters may remain, or a tick may wait for this I/O).
+        if ws.blocked > 0 || ws.writer_idle {
             self.ws_cond.notify_all();
         }
         if waking.is_empty() {
@@ -2129,9 +2129,6 @@ impl Shared {
         while !self.stopping.load(Ordering::Acquire) {
             let now = Instant::now();
             let tick_due = next_tick.is_some_and(|t| now >= t);
-            if tick_due {
-                next_tick = every.map(|d| now + d);
-            }
             let retry_at = ws.stalled.as_ref().map(|(_, at)| *at);
             let stall_wait = retry_at.filter(|at| now < *at);
             let behind = if sync {
@@ -2140,11 +2137,20 @@ impl Shared {
                 !ws.buf.is_empty()
             };
             let wanted = !ws.waiters.is_empty() || tick_due || retry_at.is_some();
-            if behind && wanted && !ws.io_busy && stall_wait.is_none() && ws.poisoned.is_none() {
+            let blocked = ws.io_busy || stall_wait.is_some() || ws.poisoned.is_some();
+            if tick_due && (!behind || !blocked) {
+                // The tick is served now (or has nothing to do); a tick that
+                // finds another thread's I/O in progress waits for it instead.
+                next_tick = every.map(|d| now + d);
+            }
+            if behind && wanted && !blocked {
                 ws = self.write_out(ws, sync);
                 continue;
             }
-            let wake_at = match (next_tick, stall_wait) {
+            // A due tick that could not be served waits for a notification (the
+            // end of the I/O in progress) or the stall's retry, not a timer.
+            let tick_at = next_tick.filter(|t| *t > now);
+            let wake_at = match (tick_at, stall_wait) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             };
