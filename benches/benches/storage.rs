@@ -117,6 +117,7 @@ fn many_series(c: &mut Criterion) {
         history_series: if small() { 100 } else { 1_000 },
         history_every_ms: if small() { 10 * MINUTE_MS } else { MINUTE_MS },
         max_count: 3,
+        max_delta: 1,
         group_size: 1_000,
     };
     let (ds, now, _) = build_query_dataset(&shape, 17).expect("dataset");

@@ -256,6 +256,9 @@ pub struct QueryShape {
     pub history_every_ms: i64,
     /// Increments per series and minute in the last hour: uniform in `1..=max_count`.
     pub max_count: u64,
+    /// Delta of each increment in the last hour: uniform in `1..=max_delta`
+    /// (1: unit increments, the compact cells of the memtable and segments).
+    pub max_delta: u64,
     /// Series per value of the `g` and `c` labels.
     pub group_size: usize,
 }
@@ -338,9 +341,14 @@ pub fn build_query_dataset(shape: &QueryShape, seed: u64) -> Result<(Dataset, i6
         for id in &ids {
             let n = 1 + rng.below(shape.max_count);
             for _ in 0..n {
+                let delta = if shape.max_delta > 1 {
+                    1 + rng.below(shape.max_delta) as i64
+                } else {
+                    1
+                };
                 batch.events.push(Event {
                     series: *id,
-                    delta: 1,
+                    delta,
                     ts: Some(start + rng.below(MINUTE_MS as u64) as i64),
                     id: None,
                 });

@@ -32,6 +32,7 @@ use crate::query::{
 use crate::replay::Replay;
 use crate::segment::{self, Segment, SegmentMeta, SegmentWriter};
 use crate::series::SeriesKey;
+use crate::sweep::{Access, Sums, MEMTABLE_LOOKUP_ENTRIES, SEGMENT_LOOKUP_CELLS};
 use crate::time::{Retention, Tier};
 use crate::wal::{self, BatchHeader, LoggedEvent, ProducerMark, WalFile};
 
@@ -724,12 +725,12 @@ impl Engine {
 
     /// Total of the selected series over `from..to` (ms).
     pub fn total(&self, selector: &Selector, from: i64, to: i64) -> Result<TotalResult> {
-        self.shared.total(selector, from, to)
+        self.shared.total(selector, from, to, Access::Auto)
     }
 
     /// The `n` series (or label values) with the largest sums over the range.
     pub fn top(&self, q: &TopQuery) -> Result<TopResult> {
-        self.shared.top(q)
+        self.shared.top(q, Access::Auto)
     }
 
     /// Keys of the selected series, sorted, at most `limit`; the flag says whether
@@ -901,11 +902,15 @@ fn resolve_ids(dict: &SeriesDict, selector: &Selector) -> Vec<u32> {
             let (first, rest) = lists
                 .split_first()
                 .map_or((&[][..], &[][..]), |(f, r)| (*f, r));
+            let negated = matchers.iter().any(|m| matches!(m, Matcher::Ne(..)));
             first
                 .iter()
                 .copied()
                 .filter(|id| rest.iter().all(|l| l.binary_search(id).is_ok()))
                 .filter(|id| {
+                    if !negated {
+                        return true;
+                    }
                     let Some(key) = dict.key(*id) else {
                         return false;
                     };
@@ -1775,37 +1780,44 @@ impl Shared {
         Ok(())
     }
 
-    /// Calls `f(index into ids, sum, count)` with the sum and count of the
-    /// selected series' stored cells inside the plan's pieces, a few calls per
-    /// series (one per source) instead of one per cell: the read behind totals
-    /// and top-k, which need no more than sums and counts.
-    fn scan_sums(
-        &self,
-        ids: &[u32],
-        plan: &Plan,
-        f: &mut dyn FnMut(usize, i64, u64),
-    ) -> Result<()> {
-        let mem_sums = |mem: &Memtable, f: &mut dyn FnMut(usize, i64, u64)| {
+    /// Adds the sum and count of the selected series' stored cells inside the
+    /// plan's pieces to `sums`: the read behind totals and top-k, which need no
+    /// more than sums and counts. Each source (memtable, frozen memtable,
+    /// segment) is read per piece either by looking each selected series up or
+    /// by one sequential sweep, as `access` and the cost model decide.
+    fn scan_sums(&self, plan: &Plan, access: Access, sums: &mut Sums) -> Result<()> {
+        let selected = sums.ids().len();
+        if selected == 0 {
+            return Ok(());
+        }
+        let mem_sums = |mem: &Memtable, sums: &mut Sums| {
+            let sweep = access.sweeps(sums, MEMTABLE_LOOKUP_ENTRIES, || mem.sweep_entries());
+            if sweep {
+                sums.prepare_sweep();
+            }
             for p in &plan.pieces {
-                for (i, id) in ids.iter().enumerate() {
+                if sweep {
+                    mem.sweep_sums(p.tier, p.from_bucket, p.to_bucket, sums);
+                    continue;
+                }
+                for i in 0..selected {
+                    let id = sums.ids()[i];
                     let (mut sum, mut count) = (0i64, 0u64);
-                    mem.scan(*id, p.tier, p.from_bucket, p.to_bucket, &mut |_, c| {
+                    mem.scan(id, p.tier, p.from_bucket, p.to_bucket, &mut |_, c| {
                         sum = sum.wrapping_add(c.sum);
                         count = count.wrapping_add(c.count);
                     });
-                    if count != 0 || sum != 0 {
-                        f(i, sum, count);
-                    }
+                    sums.add_slot(i, sum, count);
                 }
             }
         };
         let version = {
             let t = read(&self.tables);
-            mem_sums(&t.active, f);
+            mem_sums(&t.active, sums);
             Arc::clone(&t.version)
         };
         for fr in &version.frozen {
-            mem_sums(&fr.mem, f);
+            mem_sums(&fr.mem, sums);
         }
         let mut cache = segment::BlockCache::with_shared(Arc::clone(&self.blocks));
         for seg in &version.segments {
@@ -1813,12 +1825,17 @@ impl Shared {
             for p in plan.pieces.iter().filter(|p| {
                 p.tier == m.tier && p.from_bucket <= m.max_bucket && p.to_bucket > m.min_bucket
             }) {
-                for (i, id) in ids.iter().enumerate() {
+                let cells = || seg.sweep_cells(p.from_bucket, p.to_bucket, sums);
+                if access.sweeps(sums, SEGMENT_LOOKUP_CELLS, cells) {
+                    sums.prepare_sweep();
+                    seg.sweep_sums(p.from_bucket, p.to_bucket, &mut cache, sums)?;
+                    continue;
+                }
+                for i in 0..selected {
+                    let id = sums.ids()[i];
                     let (sum, count) =
-                        seg.sum_series(*id, p.from_bucket, p.to_bucket, &mut cache)?;
-                    if count != 0 || sum != 0 {
-                        f(i, sum, count);
-                    }
+                        seg.sum_series(id, p.from_bucket, p.to_bucket, &mut cache)?;
+                    sums.add_slot(i, sum, count);
                 }
             }
         }
@@ -1890,7 +1907,13 @@ impl Shared {
         })
     }
 
-    fn total(&self, selector: &Selector, from: i64, to: i64) -> Result<TotalResult> {
+    fn total(
+        &self,
+        selector: &Selector,
+        from: i64,
+        to: i64,
+        access: Access,
+    ) -> Result<TotalResult> {
         selector.validate()?;
         if from >= to {
             return Err(Error::InvalidQuery(format!(
@@ -1899,12 +1922,9 @@ impl Shared {
         }
         let now = self.opts.clock.now_ms();
         let p = plan(from, to, None, &self.opts.retention, now);
-        let ids = resolve_ids(&read(&self.dict), selector);
-        let (mut sum, mut count) = (0i64, 0u64);
-        self.scan_sums(&ids, &p, &mut |_, s, n| {
-            sum = sum.wrapping_add(s);
-            count = count.wrapping_add(n);
-        })?;
+        let mut sums = Sums::new(resolve_ids(&read(&self.dict), selector));
+        self.scan_sums(&p, access, &mut sums)?;
+        let (sum, count) = sums.total();
         Ok(TotalResult {
             sum,
             count,
@@ -1913,12 +1933,12 @@ impl Shared {
                 closed_until: p.closed_until(now),
                 from: p.from,
                 to: p.to,
-                series: ids.len(),
+                series: sums.ids().len(),
             },
         })
     }
 
-    fn top(&self, q: &TopQuery) -> Result<TopResult> {
+    fn top(&self, q: &TopQuery, access: Access) -> Result<TopResult> {
         q.selector.validate()?;
         if let Some(l) = &q.by_label {
             crate::series::validate_label_name(l)
@@ -1946,23 +1966,26 @@ impl Shared {
             };
             (r, names)
         };
-        let mut sums = vec![(0i64, 0u64); r.ids.len()];
-        self.scan_sums(&r.ids, &p, &mut |i, s, n| {
-            sums[i].0 = sums[i].0.wrapping_add(s);
-            sums[i].1 += n;
-        })?;
+        let Resolved {
+            ids,
+            group_of,
+            groups,
+        } = r;
+        let mut sums = Sums::new(ids);
+        self.scan_sums(&p, access, &mut sums)?;
         let mut entries: Vec<(i64, u64, usize)> = if by.is_empty() {
-            sums.iter()
+            sums.sums()
+                .iter()
                 .enumerate()
                 .filter(|(_, s)| s.1 > 0)
                 .map(|(i, s)| (s.0, s.1, i))
                 .collect()
         } else {
-            let mut g = vec![(0i64, 0u64); r.groups.len()];
-            for (i, s) in sums.iter().enumerate() {
-                let e = &mut g[r.group_of[i]];
+            let mut g = vec![(0i64, 0u64); groups.len()];
+            for (i, s) in sums.sums().iter().enumerate() {
+                let e = &mut g[group_of[i]];
                 e.0 = e.0.wrapping_add(s.0);
-                e.1 += s.1;
+                e.1 = e.1.wrapping_add(s.1);
             }
             g.into_iter()
                 .enumerate()
@@ -1973,7 +1996,10 @@ impl Shared {
         let dict = read(&self.dict);
         let name_of = |i: usize| -> &str {
             if by.is_empty() {
-                dict.key(r.ids[i]).map_or("", |k| k.as_str())
+                sums.ids()
+                    .get(i)
+                    .and_then(|id| dict.key(*id))
+                    .map_or("", |k| k.as_str())
             } else {
                 names[i].as_str()
             }
@@ -1985,7 +2011,15 @@ impl Shared {
         };
         let n = q.n.min(entries.len());
         if n < entries.len() && n > 0 {
-            entries.select_nth_unstable_by(n - 1, order);
+            // The n-th largest sum, found without comparing names: entries
+            // above it make the cut, entries below it do not, and only those
+            // equal to it compete by name.
+            entries.select_nth_unstable_by(n - 1, |a, b| b.0.cmp(&a.0));
+            let cut = entries[n - 1].0;
+            entries.retain(|e| e.0 >= cut);
+            if n < entries.len() {
+                entries.select_nth_unstable_by(n - 1, order);
+            }
         }
         entries.truncate(n);
         entries.sort_by(order);
@@ -2004,7 +2038,7 @@ impl Shared {
                 closed_until: p.closed_until(now),
                 from: p.from,
                 to: p.to,
-                series: r.ids.len(),
+                series: sums.ids().len(),
             },
         })
     }
@@ -2169,3 +2203,6 @@ impl Shared {
         self.has_writer.store(false, Ordering::Release);
     }
 }
+
+#[cfg(test)]
+mod sweep_tests;

@@ -15,7 +15,9 @@
 //!   by queries in [`block_cache`]; [`manifest`]: the live set,
 //!   replaced atomically.
 //! - [`compaction`]: what to merge (a pure function) and the summing merge;
-//!   [`query`]: query types and the pure planner choosing tiers per time range.
+//!   [`query`]: query types and the pure planner choosing tiers per time range;
+//!   [`sweep`]: the per-series sums behind totals and top-k, and the choice
+//!   per source between looking series up and sweeping it in order.
 //! - [`cell`], [`time`]: cells, tiers, buckets, retention, clocks;
 //!   [`coding`]: byte encodings; [`fs`]: the file-access trait, with
 //!   [`testing::FaultFs`] to simulate crashes, failed I/O and full disks.
@@ -47,6 +49,7 @@ pub mod query;
 pub mod replay;
 pub mod segment;
 pub mod series;
+pub mod sweep;
 pub mod testing;
 pub mod time;
 pub mod verify;

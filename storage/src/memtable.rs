@@ -16,13 +16,18 @@
 //!   slab, for the cells that do not fit the compact form (other deltas, more
 //!   than 65,535 events, buckets more than 2^14 buckets from the base).
 //!
-//! Older buckets (past minutes, late events) of a series live in a sorted vector
-//! in a sparse per-tier map, so series without them pay nothing for it.
+//! Older buckets (past minutes, late events) of a series are words of the same
+//! form, ascending by bucket, in a vector in a sparse per-tier map: series
+//! without them pay nothing for it, and a past minute of unit increments costs
+//! 4 bytes. When a new bucket starts, the head word moves to the older words as
+//! it is (a spilled one keeps its slab slot), so slab slots are never freed
+//! until the memtable is dropped.
 
 use rustc_hash::FxHashMap;
 
 use crate::cell::Cell;
 use crate::segment::CellRow;
+use crate::sweep::Sums;
 use crate::time::Tier;
 
 /// Approximate bytes of one full memtable cell (bucket and cell), for the flush
@@ -55,13 +60,11 @@ pub struct Memtable {
     heads: Vec<[u32; 3]>,
     /// Per tier, the bucket at compact offset [`BIAS`]: the first bucket seen.
     base: [Option<i64>; 3],
-    /// Heads that do not fit a compact word.
+    /// Cells (heads and older ones) that do not fit a compact word.
     full: Vec<(i64, Cell)>,
-    /// Free slots of `full`.
-    free: Vec<u32>,
-    /// Per tier, the buckets older than the head of each series that has any,
-    /// ascending.
-    older: [FxHashMap<u32, Vec<(i64, Cell)>>; 3],
+    /// Per tier, the words of the buckets older than the head of each series
+    /// that has any, ascending by bucket.
+    older: [FxHashMap<u32, Vec<u32>>; 3],
     older_cells: usize,
     cells: usize,
     events: u64,
@@ -75,6 +78,14 @@ fn compact_offset(base: i64, bucket: i64) -> Option<u32> {
         return None;
     }
     Some(offset as u32)
+}
+
+/// The smallest compact offset whose bucket is at or after `bucket`, clamped to
+/// the offsets a compact word can hold (`1..2^15`).
+fn offset_at_or_after(base: i64, bucket: i64) -> u32 {
+    let offset =
+        (i128::from(bucket) - i128::from(base) + i128::from(BIAS)).clamp(1, 1 << OFFSET_BITS);
+    offset as u32
 }
 
 impl Memtable {
@@ -148,23 +159,44 @@ impl Memtable {
             head.add(delta);
             self.heads[i][t] = self.encode(t, bucket, head);
         } else if bucket > head_bucket {
-            self.release(w);
-            self.older[t]
-                .entry(i as u32)
-                .or_default()
-                .push((head_bucket, head));
+            self.older[t].entry(i as u32).or_default().push(w);
             self.older_cells += 1;
             self.heads[i][t] = self.encode(t, bucket, Cell::of(delta));
             self.cells += 1;
         } else {
-            let older = self.older[t].entry(i as u32).or_default();
-            match older.binary_search_by_key(&bucket, |e| e.0) {
-                Ok(k) => older[k].1.add(delta),
-                Err(k) => {
-                    older.insert(k, (bucket, Cell::of(delta)));
-                    self.older_cells += 1;
-                    self.cells += 1;
+            self.add_older(i as u32, t, bucket, delta);
+        }
+    }
+
+    /// Counts a late event into an older bucket of series `id`.
+    fn add_older(&mut self, id: u32, t: usize, bucket: i64, delta: i64) {
+        let found = match self.older[t].get(&id) {
+            Some(words) => words.binary_search_by_key(&bucket, |w| self.decode(t, *w).0),
+            None => Err(0),
+        };
+        match found {
+            Ok(k) => {
+                let Some(w) = self.older[t].get(&id).and_then(|v| v.get(k)).copied() else {
+                    return;
+                };
+                if w & SPILLED != 0 {
+                    if let Some((_, c)) = self.full.get_mut((w & !SPILLED) as usize) {
+                        c.add(delta);
+                    }
+                    return;
                 }
+                let (b, mut c) = self.decode(t, w);
+                c.add(delta);
+                let w = self.encode(t, b, c);
+                if let Some(slot) = self.older[t].get_mut(&id).and_then(|v| v.get_mut(k)) {
+                    *slot = w;
+                }
+            }
+            Err(k) => {
+                let w = self.encode(t, bucket, Cell::of(delta));
+                self.older[t].entry(id).or_default().insert(k, w);
+                self.older_cells += 1;
+                self.cells += 1;
             }
         }
     }
@@ -183,27 +215,11 @@ impl Memtable {
                 return (offset << COUNT_BITS) | cell.count as u32;
             }
         }
-        let slot = match self.free.pop() {
-            Some(s) => {
-                self.full[s as usize] = (bucket, cell);
-                s
-            }
-            None => {
-                self.full.push((bucket, cell));
-                (self.full.len() - 1) as u32
-            }
-        };
-        SPILLED | slot
+        self.full.push((bucket, cell));
+        SPILLED | (self.full.len() - 1) as u32
     }
 
-    /// Frees the slab slot of a spilled head word.
-    fn release(&mut self, w: u32) {
-        if w & SPILLED != 0 {
-            self.free.push(w & !SPILLED);
-        }
-    }
-
-    /// The bucket and cell of a non-empty head word of tier `t`.
+    /// The bucket and cell of a non-empty word of tier `t`.
     #[inline]
     fn decode(&self, t: usize, w: u32) -> (i64, Cell) {
         if w & SPILLED != 0 {
@@ -235,9 +251,8 @@ impl Memtable {
         let older_series: usize = self.older.iter().map(|m| m.capacity()).sum();
         self.heads.capacity() * HEAD_BYTES
             + self.full.capacity() * CELL_BYTES
-            + self.free.capacity() * 4
-            + self.older_cells * CELL_BYTES
-            + older_series * (4 + std::mem::size_of::<Vec<(i64, Cell)>>() + 1)
+            + self.older_cells * 4
+            + older_series * (4 + std::mem::size_of::<Vec<u32>>() + 1)
     }
 
     /// True when nothing has been written.
@@ -255,15 +270,17 @@ impl Memtable {
         if let Some(older) = self.older[t].get(&series) {
             // A range starting at or before the oldest cell (the common case:
             // recent data) needs no binary search.
+            let bucket = |w: &u32| self.decode(t, *w).0;
             let start = match older.first() {
-                Some((b, _)) if *b < from => older.partition_point(|(b, _)| *b < from),
+                Some(w) if bucket(w) < from => older.partition_point(|w| bucket(w) < from),
                 _ => 0,
             };
-            for (b, c) in &older[start..] {
-                if *b >= to {
+            for w in &older[start..] {
+                let (b, c) = self.decode(t, *w);
+                if b >= to {
                     return;
                 }
-                f(*b, c);
+                f(b, &c);
             }
         }
         if heads[t] != 0 {
@@ -271,6 +288,73 @@ impl Memtable {
             if b >= from && b < to {
                 f(b, &c);
             }
+        }
+    }
+
+    /// About the entries a [`sweep_sums`](Self::sweep_sums) visits whatever
+    /// the selection: one head per series and one older-word vector per series
+    /// that has one (of every tier, an upper bound).
+    pub fn sweep_entries(&self) -> u64 {
+        let older: usize = self.older.iter().map(|m| m.len()).sum();
+        (self.heads.len() + older) as u64
+    }
+
+    /// Adds the sum and count of every selected series' cells of `tier` with
+    /// bucket in `from..to` to `sums`: one pass over the map of older words,
+    /// then one over the heads in series order, with no per-series lookup.
+    /// Visits the same cells as [`scan`](Self::scan).
+    pub fn sweep_sums(&self, tier: Tier, from: i64, to: i64, sums: &mut Sums) {
+        if from >= to {
+            return;
+        }
+        let t = tier.index();
+        // Compact words whose offset lies in `lo..hi` are exactly the compact
+        // cells with a bucket in `from..to`.
+        let (lo, hi) = match self.base[t] {
+            Some(base) => (offset_at_or_after(base, from), offset_at_or_after(base, to)),
+            None => (0, 0),
+        };
+        let word_sum = |w: u32| -> (i64, u64) {
+            if w & SPILLED == 0 {
+                let offset = w >> COUNT_BITS;
+                let n = if offset >= lo && offset < hi {
+                    w & COUNT_MASK
+                } else {
+                    0
+                };
+                (i64::from(n), u64::from(n))
+            } else {
+                match self.full.get((w & !SPILLED) as usize) {
+                    Some((b, c)) if *b >= from && *b < to => (c.sum, c.count),
+                    _ => (0, 0),
+                }
+            }
+        };
+        // The older words by series id, gathered in one pass over the map
+        // (looking each series up would miss the cache once per series), then
+        // read in series order, the order their vectors were mostly allocated
+        // in.
+        let mut older: Vec<&[u32]> = Vec::new();
+        if !self.older[t].is_empty() {
+            older.resize(self.heads.len(), &[]);
+            for (id, words) in &self.older[t] {
+                if let Some(slot) = older.get_mut(*id as usize) {
+                    *slot = words;
+                }
+            }
+        }
+        for (id, heads) in self.heads.iter().enumerate() {
+            let w = heads[t];
+            if w == 0 || !sums.selects(id as u32) {
+                continue;
+            }
+            let (mut sum, mut count) = word_sum(w);
+            for w in older.get(id).copied().unwrap_or(&[]) {
+                let (s, n) = word_sum(*w);
+                sum = sum.wrapping_add(s);
+                count = count.wrapping_add(n);
+            }
+            sums.add(id as u32, sum, count);
         }
     }
 
@@ -284,10 +368,13 @@ impl Memtable {
             }
             let series = id as u32;
             if let Some(older) = self.older[t].get(&series) {
-                rows.extend(older.iter().map(|(b, c)| CellRow {
-                    series,
-                    bucket: *b,
-                    cell: *c,
+                rows.extend(older.iter().map(|w| {
+                    let (bucket, cell) = self.decode(t, *w);
+                    CellRow {
+                        series,
+                        bucket,
+                        cell,
+                    }
                 }));
             }
             let (bucket, cell) = self.decode(t, heads[t]);
@@ -380,10 +467,48 @@ mod tests {
                 max: 1
             }
         );
-        // A new minute frees the slab slot and starts compact again.
+        // A new minute moves the spilled head, slot and all, to the older
+        // words and starts compact again.
         m.add(3, t + MINUTE_MS, 1, Tier::Minute.bit());
-        assert_eq!(m.free.len(), 1);
+        assert_eq!(m.full.len(), 3);
         assert_eq!(m.cells(), 31);
+        let minutes: Vec<(i64, i64)> = m
+            .rows(Tier::Minute)
+            .iter()
+            .filter(|r| r.series == 3)
+            .map(|r| (r.bucket, r.cell.sum))
+            .collect();
+        let b = Tier::Minute.bucket_of(t);
+        assert_eq!(minutes, vec![(b, -2), (b + 1, 1)]);
+        // Older unit cells stay compact, and a late non-unit event spills one.
+        for s in 0..10 {
+            m.add(s, t + MINUTE_MS, 1, Tier::Minute.bit());
+        }
+        m.add(5, t, 1, Tier::Minute.bit());
+        assert_eq!(m.full.len(), 3);
+        m.add(6, t, 2, Tier::Minute.bit());
+        assert_eq!(m.full.len(), 4);
+        let mut got = Vec::new();
+        for s in [5, 6] {
+            m.scan(s, Tier::Minute, b, b + 1, &mut |_, c| got.push(*c));
+        }
+        assert_eq!(
+            got,
+            vec![
+                Cell {
+                    sum: 6,
+                    count: 6,
+                    min: 1,
+                    max: 1
+                },
+                Cell {
+                    sum: 7,
+                    count: 6,
+                    min: 1,
+                    max: 2
+                }
+            ]
+        );
     }
 
     #[test]
@@ -461,6 +586,19 @@ mod tests {
                 let windows = std::iter::once((i64::MIN, i64::MAX))
                     .chain(want.iter().map(|r| (r.bucket, r.bucket.saturating_add(2))));
                 for (from, to) in windows {
+                    // A sweep over series 0..7 sums what the scans visit.
+                    let mut sums = Sums::new((0..7).collect());
+                    sums.prepare_sweep();
+                    m.sweep_sums(tier, from, to, &mut sums);
+                    for s in 0..7u32 {
+                        let want = want
+                            .iter()
+                            .filter(|r| r.series == s && r.bucket >= from && r.bucket < to)
+                            .fold((0i64, 0u64), |a, r| {
+                                (a.0.wrapping_add(r.cell.sum), a.1.wrapping_add(r.cell.count))
+                            });
+                        prop_assert_eq!(sums.sums()[s as usize], want);
+                    }
                     for s in 0..7u32 {
                         let mut got = Vec::new();
                         m.scan(s, tier, from, to, &mut |b, c| got.push((b, *c)));

@@ -12,9 +12,12 @@ use std::sync::Arc;
 
 pub use crate::block_cache::DecodedBlocks;
 use crate::cell::Cell;
-use crate::coding::{crc32, put_i64, put_ivarint, put_u16, put_u32, put_u64, put_uvarint, Reader};
+use crate::coding::{
+    crc32, put_i64, put_ivarint, put_u16, put_u32, put_u64, put_uvarint, unzigzag, Reader,
+};
 use crate::error::{Error, Result};
 use crate::fs::{FileSystem, Mapped, WritableFile};
+use crate::sweep::Sums;
 use crate::time::Tier;
 
 /// Magic at the start of every segment file.
@@ -496,6 +499,61 @@ fn value_varints(shapes: &[u8]) -> std::result::Result<usize, String> {
     Ok(n)
 }
 
+/// Sum and count of the cells whose shapes, counts and values are given (the
+/// columns of whole runs): no bucket is decoded.
+fn sum_cells(
+    shapes: &[u8],
+    counts: &[u8],
+    values: &[u8],
+) -> std::result::Result<(i64, u64), String> {
+    let (mut sum, mut count) = (0i64, 0u64);
+    // The common shapes of counters: unit or uniform cells whose counts and
+    // deltas are one-byte varints (as many bytes as cells, as many value bytes
+    // as uniform cells): a byte-wise loop with no varint decoding.
+    let uniform = shapes.iter().filter(|s| **s == SHAPE_UNIFORM).count();
+    if counts.len() == shapes.len()
+        && values.len() == uniform
+        && shapes.iter().all(|s| *s <= SHAPE_UNIFORM)
+    {
+        // Branch-free: a unit cell is a uniform cell of delta 1 that takes no
+        // value byte.
+        let mut at = 0usize;
+        for (&shape, &n) in shapes.iter().zip(counts) {
+            let uniform = shape == SHAPE_UNIFORM;
+            let coded = values.get(at).copied().unwrap_or(0);
+            let d = if uniform {
+                unzigzag(u64::from(coded))
+            } else {
+                1
+            };
+            at += usize::from(uniform);
+            sum = sum.wrapping_add(d.wrapping_mul(i64::from(n)));
+            count = count.wrapping_add(u64::from(n));
+        }
+        return Ok((sum, count));
+    }
+    let e = |e: crate::coding::DecodeFault| e.to_string();
+    let mut counts = Reader::new(counts);
+    let mut values = Reader::new(values);
+    for &shape in shapes {
+        let n = counts.uvarint().map_err(e)?;
+        let s = match shape {
+            SHAPE_UNIT => n as i64,
+            SHAPE_UNIFORM => values.ivarint().map_err(e)?.wrapping_mul(n as i64),
+            SHAPE_GENERAL => {
+                let s = values.ivarint().map_err(e)?;
+                values.ivarint().map_err(e)?;
+                values.ivarint().map_err(e)?;
+                s
+            }
+            other => return Err(format!("unknown cell shape {other}")),
+        };
+        sum = sum.wrapping_add(s);
+        count = count.wrapping_add(n);
+    }
+    Ok((sum, count))
+}
+
 /// Where one series' run starts in each column of a decompressed block.
 #[derive(Debug, Clone, Copy)]
 struct RunAt {
@@ -690,7 +748,12 @@ impl BlockRuns {
         let Ok(k) = self.runs.binary_search_by_key(&series, |r| r.series) else {
             return Ok((0, 0));
         };
-        let run = self.runs[k];
+        self.sum_run(k, from, to)
+    }
+
+    /// Sum and count of the cells of run `k` with bucket in `from..to`.
+    fn sum_run(&self, k: usize, from: i64, to: i64) -> std::result::Result<(i64, u64), String> {
+        let run = *self.runs.get(k).ok_or("no such run")?;
         let e = |e: crate::coding::DecodeFault| e.to_string();
         let tail = |at: u32| {
             self.raw
@@ -738,6 +801,69 @@ impl BlockRuns {
             }
         }
         Ok((sum, count))
+    }
+
+    /// Smallest bucket of any cell in the block.
+    pub fn base(&self) -> i64 {
+        self.base
+    }
+
+    /// Adds the sum and count of every selected series' cells with bucket in
+    /// `from..to` to `sums`, run after run. With `contained` (every cell of
+    /// the block lies in the range, as its base and the index's largest bucket
+    /// show) the bucket column is not read at all: a run of unit cells whose
+    /// counts are one-byte varints is summed as a plain byte slice, a run of
+    /// unit and uniform cells with one-byte counts and deltas byte by byte.
+    pub fn sweep(
+        &self,
+        from: i64,
+        to: i64,
+        contained: bool,
+        sums: &mut Sums,
+    ) -> std::result::Result<(), String> {
+        let count_end = self.runs.first().map_or(0, |r| r.shape_at as usize);
+        for (k, run) in self.runs.iter().enumerate() {
+            if !sums.selects(run.series) {
+                continue;
+            }
+            if !contained {
+                let (sum, count) = self.sum_run(k, from, to)?;
+                sums.add(run.series, sum, count);
+                continue;
+            }
+            let next = self.runs.get(k + 1);
+            let counts = self
+                .raw
+                .get(run.count_at as usize..next.map_or(count_end, |r| r.count_at as usize))
+                .ok_or("count column out of bounds")?;
+            let values = self
+                .raw
+                .get(run.value_at as usize..next.map_or(self.raw.len(), |r| r.value_at as usize))
+                .ok_or("value column out of bounds")?;
+            let (sum, count) = if values.is_empty() {
+                // No value varints: every cell is a unit cell, sum == count.
+                let count = if counts.len() == run.cells as usize {
+                    // As many bytes as cells: every count is a one-byte varint.
+                    counts.iter().map(|b| u64::from(*b)).sum::<u64>()
+                } else {
+                    let mut r = Reader::new(counts);
+                    let mut count = 0u64;
+                    for _ in 0..run.cells {
+                        count = count.wrapping_add(r.uvarint().map_err(|e| e.to_string())?);
+                    }
+                    count
+                };
+                (count as i64, count)
+            } else {
+                let shapes = self
+                    .raw
+                    .get(run.shape_at as usize..run.shape_at as usize + run.cells as usize)
+                    .ok_or("shape column out of bounds")?;
+                sum_cells(shapes, counts, values)?
+            };
+            sums.add(run.series, sum, count);
+        }
+        Ok(())
     }
 
     /// First and last `(series, bucket)` of the block.
@@ -1123,6 +1249,60 @@ impl Segment {
         Ok((sum, count))
     }
 
+    /// Cells of the blocks that may hold buckets in `from..to` and a series of
+    /// `sums`: the blocks a [`sweep_sums`](Self::sweep_sums) over that range
+    /// reads.
+    pub fn sweep_cells(&self, from: i64, to: i64, sums: &Sums) -> u64 {
+        if from >= to || to <= self.meta.min_bucket || from > self.meta.max_bucket {
+            return 0;
+        }
+        let (_, blocks) = self.blocks_of(sums);
+        blocks
+            .iter()
+            .filter(|b| b.max_bucket >= from && sums.any_in(b.first_series, b.last_series))
+            .map(|b| u64::from(b.cells))
+            .sum()
+    }
+
+    /// The blocks whose series range meets the range of the selected ids, with
+    /// the index of the first.
+    fn blocks_of(&self, sums: &Sums) -> (usize, &[BlockMeta]) {
+        let Some((lo, hi)) = sums.id_range() else {
+            return (0, &[]);
+        };
+        let start = self.blocks.partition_point(|b| b.last_series < lo);
+        let end = self.blocks.partition_point(|b| b.first_series <= hi);
+        (start, self.blocks.get(start..end.max(start)).unwrap_or(&[]))
+    }
+
+    /// Adds the sum and count of every selected series' cells with bucket in
+    /// `from..to` to `sums`, walking each block that may hold such buckets
+    /// and a selected series once, in file order: no per-series search. See
+    /// [`BlockRuns::sweep`].
+    pub fn sweep_sums(
+        &self,
+        from: i64,
+        to: i64,
+        scratch: &mut BlockCache,
+        sums: &mut Sums,
+    ) -> Result<()> {
+        if from >= to || to <= self.meta.min_bucket || from > self.meta.max_bucket {
+            return Ok(());
+        }
+        let (first, blocks) = self.blocks_of(sums);
+        for (i, b) in blocks.iter().enumerate() {
+            let i = first + i;
+            if b.max_bucket < from || !sums.any_in(b.first_series, b.last_series) {
+                continue;
+            }
+            let runs = scratch.runs(self, i)?;
+            let contained = runs.base() >= from && b.max_bucket < to;
+            runs.sweep(from, to, contained, sums)
+                .map_err(|reason| Error::corrupt(&self.path, b.offset, reason))?;
+        }
+        Ok(())
+    }
+
     /// Iterates every cell in key order, block by block.
     pub fn iter(self: &Arc<Self>) -> SegmentIter {
         SegmentIter {
@@ -1292,7 +1472,17 @@ mod tests {
             cells in prop::collection::btree_map((0u32..60, -3000i64..3000), cell_strategy(), 1..7000),
             window in (-3500i64..3500, 0i64..7000),
             cold in any::<bool>(),
+            small in any::<bool>(),
         ) {
+            // With `small`, only unit and uniform cells of one-byte counts and
+            // deltas: the byte-wise paths of a sweep.
+            let cells: BTreeMap<(u32, i64), Cell> = cells
+                .into_iter()
+                .map(|(k, c)| {
+                    let keep = !small || (c.min == c.max && c.count < 128 && (-64..64).contains(&c.min));
+                    (k, if keep { c } else { Cell::of(1) })
+                })
+                .collect();
             let fs = FaultFs::new();
             let path = Path::new("p.seg");
             let cold_before = if cold { i64::MAX } else { i64::MIN };
@@ -1323,6 +1513,22 @@ mod tests {
                         (a.0.wrapping_add(c.sum), a.1.wrapping_add(c.count))
                     });
                     prop_assert_eq!(runs.sum(s, from, to).expect("sum"), sum);
+                }
+                // A sweep of the block adds the same sums per series, reading
+                // the bucket column or, when the whole block is in range, not.
+                let max = rows.iter().map(|r| r.bucket).max().expect("cells");
+                let whole = runs.base() >= from && max < to;
+                for (lo, hi, contained) in [(from, to, whole), (i64::MIN, i64::MAX, true), (i64::MIN, i64::MAX, false)] {
+                    let mut sums = Sums::new(series.clone());
+                    sums.prepare_sweep();
+                    runs.sweep(lo, hi, contained, &mut sums).expect("sweep");
+                    for (k, s) in series.iter().enumerate() {
+                        let want = rows
+                            .iter()
+                            .filter(|r| r.series == *s && r.bucket >= lo && r.bucket < hi)
+                            .fold((0i64, 0u64), |a, r| (a.0.wrapping_add(r.cell.sum), a.1.wrapping_add(r.cell.count)));
+                        prop_assert_eq!(sums.sums()[k], want);
+                    }
                 }
             }
             let shared = Arc::new(DecodedBlocks::new(1 << 20));

@@ -6,7 +6,10 @@
 //! Flags, with their defaults: `--only bytes,replay,queries,compaction`
 //! (sections to run), `--series 10000`, `--minutes 1440`, `--max-count 8`
 //! (increments per minute cell, uniform in 1..=N), `--replay-events 5000000`,
-//! `--replay-series 100000`, `--query-series 100000`, `--history-series 1000`,
+//! `--replay-series 100000`, `--query-series 100000`, `--query-max-count 3`
+//! (increments per series and minute of the query dataset's last hour, uniform
+//! in 1..=N), `--query-max-delta 1` (their deltas, uniform in 1..=N; 1 = unit
+//! increments), `--history-series 1000`,
 //! `--history-every-ms 60000`, `--group-size 1000`, `--compaction-series 100000`.
 
 use std::error::Error;
@@ -27,6 +30,8 @@ use tallydb_storage::{
 struct Args {
     only: Vec<String>,
     query_series: usize,
+    query_max_count: u64,
+    query_max_delta: u64,
     history_series: usize,
     history_every_ms: i64,
     group_size: usize,
@@ -44,6 +49,8 @@ fn parse_args() -> Result<Args, Box<dyn Error>> {
             .map(String::from)
             .to_vec(),
         query_series: 100_000,
+        query_max_count: 3,
+        query_max_delta: 1,
         history_series: 1_000,
         history_every_ms: MINUTE_MS,
         group_size: 1_000,
@@ -63,6 +70,8 @@ fn parse_args() -> Result<Args, Box<dyn Error>> {
         match flag.as_str() {
             "--only" => a.only = value.split(',').map(String::from).collect(),
             "--query-series" => a.query_series = value.parse()?,
+            "--query-max-count" => a.query_max_count = value.parse()?,
+            "--query-max-delta" => a.query_max_delta = value.parse()?,
             "--history-series" => a.history_series = value.parse()?,
             "--history-every-ms" => a.history_every_ms = value.parse()?,
             "--group-size" => a.group_size = value.parse()?,
@@ -80,6 +89,8 @@ fn parse_args() -> Result<Args, Box<dyn Error>> {
         || a.max_count == 0
         || a.replay_series == 0
         || a.query_series == 0
+        || a.query_max_count == 0
+        || a.query_max_delta == 0
         || a.history_series == 0
         || a.history_series > a.query_series
         || a.history_every_ms < 1
@@ -103,9 +114,9 @@ fn dir_bytes(path: &std::path::Path) -> std::io::Result<u64> {
 fn main() -> Result<(), Box<dyn Error>> {
     let a = parse_args()?;
     let cmd = format!(
-        "CARGO_TARGET_DIR=/work/target-bench cargo run --release -p tallydb-benches --bin tally-storage-figures -- --only {} --series {} --minutes {} --max-count {} --replay-events {} --replay-series {} --query-series {} --history-series {} --history-every-ms {} --group-size {} --compaction-series {}",
+        "CARGO_TARGET_DIR=/work/target-bench cargo run --release -p tallydb-benches --bin tally-storage-figures -- --only {} --series {} --minutes {} --max-count {} --replay-events {} --replay-series {} --query-series {} --query-max-count {} --query-max-delta {} --history-series {} --history-every-ms {} --group-size {} --compaction-series {}",
         a.only.join(","), a.series, a.minutes, a.max_count, a.replay_events, a.replay_series,
-        a.query_series, a.history_series, a.history_every_ms, a.group_size, a.compaction_series
+        a.query_series, a.query_max_count, a.query_max_delta, a.history_series, a.history_every_ms, a.group_size, a.compaction_series
     );
     let mut rows: Vec<(String, String)> = Vec::new();
     let runs = |s: &str| a.only.iter().any(|o| o == s);
@@ -245,7 +256,8 @@ fn queries(a: &Args, rows: &mut Rows) -> Result<(), Box<dyn Error>> {
         series: a.query_series,
         history_series: a.history_series,
         history_every_ms: a.history_every_ms,
-        max_count: 3,
+        max_count: a.query_max_count,
+        max_delta: a.query_max_delta,
         group_size: a.group_size,
     };
     let started = Instant::now();
@@ -254,9 +266,11 @@ fn queries(a: &Args, rows: &mut Rows) -> Result<(), Box<dyn Error>> {
     rows.push((
         "query dataset".into(),
         format!(
-            "{} series with the last hour of minutes ({} increments, 1..=3 per minute cell), {} of them with {} days of history (one event per {} ms); built in {:.1} s; segments per tier {:?}, segment cells {:?}, memtable cells {}",
+            "{} series with the last hour of minutes ({} increments, 1..={} per minute cell, deltas 1..={}), {} of them with {} days of history (one event per {} ms); built in {:.1} s; segments per tier {:?}, segment cells {:?}, memtable cells {}",
             a.query_series,
             hour_events,
+            a.query_max_count,
+            a.query_max_delta,
             a.history_series,
             QUERY_HISTORY_DAYS,
             a.history_every_ms,
