@@ -371,10 +371,13 @@ fn encode_block(rows: &[CellRow], raw: &mut Vec<u8>) {
     }
 }
 
-/// Decodes a block's raw payload; `what` names the block for errors.
-fn decode_block(raw: &[u8], cells: u32, out: &mut Vec<CellRow>) -> std::result::Result<(), String> {
-    out.clear();
-    let mut r = Reader::new(raw);
+/// Reads a block's base bucket and run column (series id and cell count of each
+/// run), checking that ids increase, no run is empty, the runs hold exactly
+/// `cells` cells and the rest of the block can hold them.
+fn read_run_column(
+    r: &mut Reader<'_>,
+    cells: u32,
+) -> std::result::Result<(i64, Vec<(u32, u32)>), String> {
     let f = |e: crate::coding::DecodeFault| e.to_string();
     let base = r.i64().map_err(f)?;
     let nruns = r.count(2).map_err(f)?;
@@ -391,11 +394,11 @@ fn decode_block(raw: &[u8], cells: u32, out: &mut Vec<CellRow>) -> std::result::
                 .filter(|_| d > 0)
                 .ok_or("series ids not increasing")?
         };
-        let n = r.uvarint32().map_err(f)? as usize;
+        let n = r.uvarint32().map_err(f)?;
         if n == 0 {
             return Err("empty series run".into());
         }
-        total = total.checked_add(n).ok_or("cell count overflow")?;
+        total = total.checked_add(n as usize).ok_or("cell count overflow")?;
         runs.push((series, n));
     }
     if total != cells as usize {
@@ -406,8 +409,18 @@ fn decode_block(raw: &[u8], cells: u32, out: &mut Vec<CellRow>) -> std::result::
     if total > r.remaining() {
         return Err("cell count larger than the block".into());
     }
-    out.reserve(total);
+    Ok((base, runs))
+}
+
+/// Decodes a block's raw payload; `what` names the block for errors.
+fn decode_block(raw: &[u8], cells: u32, out: &mut Vec<CellRow>) -> std::result::Result<(), String> {
+    out.clear();
+    let mut r = Reader::new(raw);
+    let f = |e: crate::coding::DecodeFault| e.to_string();
+    let (base, runs) = read_run_column(&mut r, cells)?;
+    out.reserve(cells as usize);
     for (s, n) in runs {
+        let n = n as usize;
         let mut bucket = base
             .checked_add(i64::try_from(r.uvarint().map_err(f)?).map_err(|_| "bucket overflow")?)
             .ok_or("bucket overflow")?;
@@ -429,7 +442,7 @@ fn decode_block(raw: &[u8], cells: u32, out: &mut Vec<CellRow>) -> std::result::
     for row in out.iter_mut() {
         row.cell.count = r.uvarint().map_err(f)?;
     }
-    let shapes = r.take(total).map_err(f)?;
+    let shapes = r.take(cells as usize).map_err(f)?;
     for (row, shape) in out.iter_mut().zip(shapes) {
         let c = &mut row.cell;
         match *shape {
@@ -579,45 +592,23 @@ impl BlockRuns {
     /// Indexes a block's raw payload holding `cells` cells: parses the run
     /// column and finds where every run starts in the other columns.
     fn index(raw: Vec<u8>, cells: u32) -> std::result::Result<BlockRuns, String> {
-        let f = |e: crate::coding::DecodeFault| e.to_string();
         let mut r = Reader::new(&raw);
-        let base = r.i64().map_err(f)?;
-        let nruns = r.count(2).map_err(f)?;
-        let mut runs = Vec::with_capacity(nruns);
-        let mut series = 0u32;
-        let mut total = 0usize;
-        for i in 0..nruns {
-            let d = r.uvarint32().map_err(f)?;
-            series = if i == 0 {
-                d
-            } else {
-                series
-                    .checked_add(d)
-                    .filter(|_| d > 0)
-                    .ok_or("series ids not increasing")?
-            };
-            let n = r.uvarint32().map_err(f)?;
-            if n == 0 {
-                return Err("empty series run".into());
-            }
-            total = total.checked_add(n as usize).ok_or("cell count overflow")?;
-            runs.push(RunAt {
+        let (base, column) = read_run_column(&mut r, cells)?;
+        if raw.len() > u32::MAX as usize {
+            return Err("block larger than 4 GiB".into());
+        }
+        let total = cells as usize;
+        let mut runs: Vec<RunAt> = column
+            .into_iter()
+            .map(|(series, n)| RunAt {
                 series,
                 cells: n,
                 bucket_at: 0,
                 count_at: 0,
                 shape_at: 0,
                 value_at: 0,
-            });
-        }
-        if total != cells as usize {
-            return Err(format!(
-                "block declares {cells} cells but its runs hold {total}"
-            ));
-        }
-        if total > r.remaining() || raw.len() > u32::MAX as usize {
-            return Err("cell count larger than the block".into());
-        }
+            })
+            .collect();
         let mut pos = r.position();
         for run in runs.iter_mut() {
             run.bucket_at = pos as u32;
@@ -673,14 +664,14 @@ impl BlockRuns {
 
     /// Decodes run `k`, calling `f` for its cells with bucket in `from..to`;
     /// returns the run's first and last bucket.
-    fn scan_run(
+    fn scan_run<F: FnMut(i64, &Cell) + ?Sized>(
         &self,
         k: usize,
         from: i64,
         to: i64,
-        f: &mut dyn FnMut(i64, &Cell),
+        f: &mut F,
     ) -> std::result::Result<(i64, i64), String> {
-        let run = self.runs[k];
+        let run = *self.runs.get(k).ok_or("no such run")?;
         let e = |e: crate::coding::DecodeFault| e.to_string();
         let tail = |at: u32| {
             self.raw
@@ -753,53 +744,11 @@ impl BlockRuns {
 
     /// Sum and count of the cells of run `k` with bucket in `from..to`.
     fn sum_run(&self, k: usize, from: i64, to: i64) -> std::result::Result<(i64, u64), String> {
-        let run = *self.runs.get(k).ok_or("no such run")?;
-        let e = |e: crate::coding::DecodeFault| e.to_string();
-        let tail = |at: u32| {
-            self.raw
-                .get(at as usize..)
-                .ok_or("column offset past the block")
-        };
-        let mut buckets = Reader::new(tail(run.bucket_at)?);
-        let mut counts = Reader::new(tail(run.count_at)?);
-        let mut values = Reader::new(tail(run.value_at)?);
-        let shapes = tail(run.shape_at)?
-            .get(..run.cells as usize)
-            .ok_or("shape column truncated")?;
-        let overflow = || "bucket overflow".to_string();
-        let mut bucket = self
-            .base
-            .checked_add(i64::try_from(buckets.uvarint().map_err(e)?).map_err(|_| overflow())?)
-            .ok_or_else(overflow)?;
         let (mut sum, mut count) = (0i64, 0u64);
-        for (i, &shape) in shapes.iter().enumerate() {
-            if i > 0 {
-                let gap = i64::try_from(buckets.uvarint().map_err(e)?).map_err(|_| overflow())?;
-                bucket = bucket
-                    .checked_add(gap)
-                    .and_then(|b| b.checked_add(1))
-                    .ok_or_else(overflow)?;
-                if bucket >= to {
-                    break;
-                }
-            }
-            let n = counts.uvarint().map_err(e)?;
-            let s = match shape {
-                SHAPE_UNIT => n as i64,
-                SHAPE_UNIFORM => values.ivarint().map_err(e)?.wrapping_mul(n as i64),
-                SHAPE_GENERAL => {
-                    let s = values.ivarint().map_err(e)?;
-                    values.ivarint().map_err(e)?;
-                    values.ivarint().map_err(e)?;
-                    s
-                }
-                other => return Err(format!("unknown cell shape {other}")),
-            };
-            if bucket >= from && bucket < to {
-                sum = sum.wrapping_add(s);
-                count = count.wrapping_add(n);
-            }
-        }
+        self.scan_run(k, from, to, &mut |_, c: &Cell| {
+            sum = sum.wrapping_add(c.sum);
+            count = count.wrapping_add(c.count);
+        })?;
         Ok((sum, count))
     }
 
