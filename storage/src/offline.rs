@@ -3,7 +3,7 @@
 //!
 //! Nothing here writes to the directory: no recovery, no truncation of a torn
 //! tail, no removal of orphans (the engine does those at its next open). The
-//! WAL is replayed into an in-memory [`Memtable`] exactly as recovery does
+//! WAL is replayed into an in-memory [`Memtable`](crate::memtable::Memtable) exactly as recovery does
 //! (records after the checkpoint, series definitions, each event into the tiers
 //! its record says it was counted in), so a reader sees every acknowledged
 //! increment, flushed or not.
