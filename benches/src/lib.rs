@@ -192,27 +192,25 @@ pub fn build_minute_day(
     })
 }
 
-/// Writes `days` days (from [`BASE_MS`]) of increments to `series` series, one
-/// event per series every `every_ms` with a random delta in 1..=10, under the
-/// default retention: flushed at the end of each day, compacted every week and
-/// at the end. The clock then reads the end of the data, `days` days plus
-/// 5 h 17 min after [`BASE_MS`], so a 30-day total is planned as minute, hour
-/// and day pieces.
-pub fn build_month(series: usize, days: i64, every_ms: i64, seed: u64) -> Result<Dataset> {
-    let dir = tempdir()?;
-    let clock = ManualClock::new(BASE_MS);
-    let engine = Engine::open(dir.path(), options(FsyncPolicy::Never, false, Some(&clock)))?;
-    let ids = create_series(&engine, series)?;
-    let mut rng = Rng::new(seed);
-    let end = BASE_MS + days * DAY_MS + 5 * HOUR_MS + 17 * MINUTE_MS;
+/// From [`BASE_MS`] until `end`, one event per series of `ids` every `every_ms`
+/// with a random delta in 1..=10, flushed at the end of each day and compacted
+/// every week; returns the events written.
+fn write_history(
+    engine: &Engine,
+    clock: &ManualClock,
+    ids: &[u32],
+    end: i64,
+    every_ms: i64,
+    rng: &mut Rng,
+) -> Result<u64> {
     let mut events = 0u64;
     let mut batch = Batch::default();
     let mut t = BASE_MS;
     let mut day = 0;
-    while t < end {
+    while t < end && !ids.is_empty() {
         clock.set(t + every_ms - 1);
         batch.events.clear();
-        for id in &ids {
+        for id in ids {
             batch.events.push(Event {
                 series: *id,
                 delta: 1 + rng.below(10) as i64,
@@ -228,10 +226,27 @@ pub fn build_month(series: usize, days: i64, every_ms: i64, seed: u64) -> Result
             day = d;
             engine.flush()?;
             if day % 7 == 0 {
-                compact_fully(&engine)?;
+                compact_fully(engine)?;
             }
         }
     }
+    Ok(events)
+}
+
+/// Writes `days` days (from [`BASE_MS`]) of increments to `series` series, one
+/// event per series every `every_ms` with a random delta in 1..=10, under the
+/// default retention: flushed at the end of each day, compacted every week and
+/// at the end. The clock then reads the end of the data, `days` days plus
+/// 5 h 17 min after [`BASE_MS`], so a 30-day total is planned as minute, hour
+/// and day pieces.
+pub fn build_month(series: usize, days: i64, every_ms: i64, seed: u64) -> Result<Dataset> {
+    let dir = tempdir()?;
+    let clock = ManualClock::new(BASE_MS);
+    let engine = Engine::open(dir.path(), options(FsyncPolicy::Never, false, Some(&clock)))?;
+    let ids = create_series(&engine, series)?;
+    let mut rng = Rng::new(seed);
+    let end = BASE_MS + days * DAY_MS + 5 * HOUR_MS + 17 * MINUTE_MS;
+    let events = write_history(&engine, &clock, &ids, end, every_ms, &mut rng)?;
     clock.set(end);
     engine.flush()?;
     compact_fully(&engine)?;
@@ -302,34 +317,10 @@ pub fn build_query_dataset(shape: &QueryShape, seed: u64) -> Result<(Dataset, i6
     let mut rng = Rng::new(seed);
     let end = BASE_MS + QUERY_HISTORY_DAYS * DAY_MS + 10 * HOUR_MS + 30 * MINUTE_MS;
     let hour_start = end - HOUR_MS;
-    let mut events = 0u64;
-    let mut batch = Batch::default();
     let every = shape.history_every_ms.max(1);
-    let mut t = BASE_MS;
-    let mut day = 0;
-    while t < hour_start && shape.history_series > 0 {
-        clock.set(t + every - 1);
-        batch.events.clear();
-        for id in &ids[..shape.history_series.min(ids.len())] {
-            batch.events.push(Event {
-                series: *id,
-                delta: 1 + rng.below(10) as i64,
-                ts: Some(t + rng.below(every as u64) as i64),
-                id: None,
-            });
-        }
-        events += batch.events.len() as u64;
-        engine.apply(&batch)?;
-        t += every;
-        let d = (t - BASE_MS) / DAY_MS;
-        if d != day {
-            day = d;
-            engine.flush()?;
-            if day % 7 == 0 {
-                compact_fully(&engine)?;
-            }
-        }
-    }
+    let history = &ids[..shape.history_series.min(ids.len())];
+    let mut events = write_history(&engine, &clock, history, hour_start, every, &mut rng)?;
+    let mut batch = Batch::default();
     engine.flush()?;
     compact_fully(&engine)?;
     let mut minute_cells = 0u64;
