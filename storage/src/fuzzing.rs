@@ -919,7 +919,7 @@ type SeedBatch = (BatchHeader, Vec<(u32, String)>, Vec<LoggedEvent>);
 
 /// Valid WAL files (several batches with new series, producer marks, event ids and
 /// every tier mask) and typical damage: seeds for `wal_recovery`. Written out by
-/// `cargo run -p tallydb-storage --example fuzz_seeds`.
+/// `cargo run -p tallydb-storage --example storage_fuzz_seeds`.
 pub fn seed_wal_files() -> Vec<(&'static str, Vec<u8>)> {
     let t0 = NOW - 3 * HOUR_MS;
     let key = |k: &str| {

@@ -3,7 +3,7 @@
 //! `segment_open`.
 //!
 //! ```text
-//! cargo run -p tallydb-storage --example fuzz_seeds -- storage/fuzz/corpus
+//! cargo run -p tallydb-storage --example storage_fuzz_seeds -- storage/fuzz/corpus
 //! ```
 //!
 //! Existing files are overwritten; file names start with `seed-`.
