@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
-use tallydb_storage::engine::{dedup_file_name, DICT_FILE, MANIFEST_FILE, SEGMENTS_DIR, WAL_DIR};
+use tallydb_storage::engine::{
+    dedup_file_name, DICT_FILE, LOCK_FILE, MANIFEST_FILE, SEGMENTS_DIR, WAL_DIR,
+};
 use tallydb_storage::fs::OsFs;
 use tallydb_storage::manifest::Manifest;
 use tallydb_storage::offline::DataDir;
@@ -103,6 +105,25 @@ fn build(dir: &Path) {
         batch(round, round == 4);
     }
     e.close().unwrap();
+    drop(e);
+    wait_for_unlock(dir);
+}
+
+/// Waits until nothing holds the directory's lock. A child process that another
+/// test thread forks while the engine's `LOCK` file is open shares that open file,
+/// and with it the lock, until it execs; the next opener must wait those
+/// microseconds out instead of failing with "in use".
+fn wait_for_unlock(dir: &Path) {
+    use tallydb_storage::fs::FileSystem;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while OsFs.lock(&dir.join(LOCK_FILE)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} stays locked",
+            dir.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }
 
 fn fresh() -> (tempfile::TempDir, PathBuf) {
@@ -365,6 +386,7 @@ fn backup_restore_round_trip_keeps_every_cell() {
         .unwrap();
     assert_eq!(total.sum, d_cells);
     drop(e);
+    wait_for_unlock(&target);
 
     // A non-empty target is refused without --force, replaced with it.
     let r = admin(&["restore", "--from", s(&b), "--data-dir", s(&d)]);
@@ -476,6 +498,7 @@ fn export_then_reimport_reproduces_every_cell_sum() {
             .unwrap();
             e.close().unwrap();
             drop(e);
+            wait_for_unlock(&fresh_dir);
             let sums = |m: &Cells| {
                 m.iter()
                     .filter(|((t, _, _), _)| *t == idx.index())
@@ -564,6 +587,7 @@ fn a_directory_held_by_a_server_is_refused() {
         );
     }
     drop(e);
+    wait_for_unlock(&d);
     assert_eq!(admin(&["verify", "--data-dir", s(&d)]).code, 0);
 }
 
@@ -577,6 +601,7 @@ fn offline_compaction_keeps_every_cell() {
         e.flush().unwrap();
         e.close().unwrap();
     }
+    wait_for_unlock(&d);
     let before_flush = all_cells(&d);
     assert_eq!(before, before_flush);
     let r = admin(&["compact", "--data-dir", s(&d)]);
