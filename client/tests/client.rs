@@ -11,7 +11,6 @@
 //! Every server is stopped by pid (the `Tallyd` guard), every wait is bounded.
 #![allow(clippy::unwrap_used)]
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -22,7 +21,7 @@ use tallydb_client::{
     now_ms, BreakerConfig, CircuitState, Client, Error, Function, MetricSelector, Overflow,
     RangeQuery, RetryPolicy, Selector, Step, TopQuery,
 };
-use tallydb_e2e::{tallyd_bin, Tallyd};
+use tallydb_e2e::{tallyd_bin_or_skip, Tallyd};
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -37,15 +36,7 @@ struct Env {
 impl Env {
     /// `None` (with a visible message) when the binary is not built.
     fn new(test: &str) -> Option<Env> {
-        let Some(bin) = tallyd_bin() else {
-            // Straight to stderr, past the test harness's output capture, so it shows.
-            let _ = writeln!(
-                std::io::stderr(),
-                "{test}: skipping: tallyd binary not built \
-                 (cargo build -p tallydb-server --bin tallyd, or set TALLYD_BIN)"
-            );
-            return None;
-        };
+        let bin = tallyd_bin_or_skip(test)?;
         Some(Env {
             dir: tempfile::tempdir().unwrap(),
             bin,

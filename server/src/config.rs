@@ -859,15 +859,7 @@ pub fn parse_duration(s: &str) -> Result<Option<Duration>, String> {
         )
     };
     let n: u64 = num.parse().map_err(|_| bad())?;
-    let unit_ms: u64 = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        "w" => 7 * 86_400_000,
-        _ => return Err(bad()),
-    };
+    let unit_ms = tallydb_storage::time::unit_ms(unit).ok_or_else(bad)? as u64;
     let ms = n
         .checked_mul(unit_ms)
         .filter(|ms| *ms <= i64::MAX as u64 / 4)

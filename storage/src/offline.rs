@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use crate::fs::FileSystem;
 use crate::manifest::Manifest;
 use crate::segment::{self, CellRow, Segment};
-use crate::time::Tier;
+use crate::time::{Tier, DAY_MS};
 use crate::wal;
 
 pub use crate::replay::{coverage_is_valid, Replay, WalFileInfo};
@@ -290,19 +290,8 @@ impl Iterator for TierCells {
 /// Formats a timestamp (ms) as UTC `YYYY-MM-DDTHH:MM:SS.mmmZ`, shortened to
 /// minutes when seconds and milliseconds are zero.
 pub fn format_utc(ms: i64) -> String {
-    let days = ms.div_euclid(86_400_000);
-    let rem = ms.rem_euclid(86_400_000);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
+    let (y, m, d) = crate::time::civil_from_days(ms.div_euclid(DAY_MS));
+    let rem = ms.rem_euclid(DAY_MS);
     let (h, min, s, milli) = (
         rem / 3_600_000,
         rem / 60_000 % 60,

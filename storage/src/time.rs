@@ -13,6 +13,35 @@ pub const HOUR_MS: i64 = 3_600_000;
 /// Milliseconds in a day.
 pub const DAY_MS: i64 = 86_400_000;
 
+/// Milliseconds in one of the duration units people write: `ms`, `s`, `m`, `h`,
+/// `d`, `w`.
+pub fn unit_ms(unit: &str) -> Option<i64> {
+    Some(match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => MINUTE_MS,
+        "h" => HOUR_MS,
+        "d" => DAY_MS,
+        "w" => 7 * DAY_MS,
+        _ => return None,
+    })
+}
+
+/// The UTC calendar date `(year, month 1..=12, day 1..=31)` of a day count since
+/// 1970-01-01 (Howard Hinnant's algorithm, proleptic Gregorian).
+pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
 /// A rollup tier: every event is counted in each tier whose retention covers it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Tier {

@@ -60,6 +60,20 @@ pub fn tallyd_bin() -> Option<PathBuf> {
     bin.is_file().then_some(bin)
 }
 
+/// [`tallyd_bin`], or `None` after telling stderr (past the test harness's output
+/// capture, so it shows) that `test` is skipped and how to build the binary.
+pub fn tallyd_bin_or_skip(test: &str) -> Option<PathBuf> {
+    let bin = tallyd_bin();
+    if bin.is_none() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "{test}: skipping: tallyd binary not built \
+             (cargo build -p tallydb-server --bin tallyd, or set TALLYD_BIN)"
+        );
+    }
+    bin
+}
+
 /// A running `tallyd` process.
 #[derive(Debug)]
 pub struct Tallyd {

@@ -10,6 +10,8 @@
 //! fractional seconds and offsets (`2026-11-29T10:00:00.5+01:00`).
 //! [`format_utc`] writes a time back as RFC 3339 UTC.
 
+use tallydb_storage::time::{civil_from_days, unit_ms};
+
 /// Days from 1970-01-01 to a civil date (Howard Hinnant's algorithm).
 fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
@@ -26,16 +28,7 @@ pub fn duration_ms(s: &str) -> Option<i64> {
     let split = s.find(|c: char| !c.is_ascii_digit())?;
     let (n, unit) = s.split_at(split);
     let n: i64 = n.parse().ok()?;
-    let unit = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        "w" => 7 * 86_400_000,
-        _ => return None,
-    };
-    n.checked_mul(unit)
+    n.checked_mul(unit_ms(unit)?)
 }
 
 /// Parses a time given on the command line; `now` is the current time in ms.
@@ -76,20 +69,6 @@ pub fn parse_time(s: &str, now: i64) -> Result<i64, String> {
         return Err(bad());
     }
     Ok(days_from_civil(y, mo, da) * 86_400_000 + h * 3_600_000 + mi * 60_000 + se * 1000)
-}
-
-/// Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 /// `ms` as RFC 3339 UTC: `2026-11-29T10:00:00Z`, with `.mmm` only when not whole seconds.

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tallydb_e2e::{now_ms, tallyd_bin, Client, Tallyd};
+use tallydb_e2e::{now_ms, tallyd_bin_or_skip, Client, Tallyd};
 use tallydb_protocol::{Event, Producer, SeriesRef};
 use tallydb_storage::{Engine, Options, Selector};
 
@@ -25,8 +25,9 @@ fn key(w: usize, j: usize) -> String {
 
 #[test]
 fn online_backup_under_eight_writers_restores_a_consistent_point() {
-    let Some(bin) = tallyd_bin() else {
-        eprintln!("skipping: tallyd binary not built (cargo build -p tallydb-server --bin tallyd, or set TALLYD_BIN)");
+    let Some(bin) =
+        tallyd_bin_or_skip("online_backup_under_eight_writers_restores_a_consistent_point")
+    else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();

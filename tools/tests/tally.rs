@@ -9,29 +9,18 @@
 //! only now-dependent field, `closed until`, is redacted.
 #![allow(clippy::unwrap_used)]
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 use predicates::prelude::*;
 use sha2::{Digest, Sha256};
-use tallydb_e2e::Tallyd;
+use tallydb_e2e::{tallyd_bin_or_skip, Tallyd};
 use tempfile::TempDir;
 
 /// 2024-03-01T10:00:00Z.
 const BASE: i64 = 1_709_287_200_000;
 const FROM: &str = "2024-03-01T09:58:00Z";
 const TO: &str = "2024-03-01T10:04:00Z";
-
-fn tallyd_bin() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("TALLYD_BIN") {
-        return Some(PathBuf::from(p));
-    }
-    let exe = std::env::current_exe().ok()?;
-    let profile_dir = exe.parent()?.parent()?;
-    let bin = profile_dir.join(format!("tallyd{}", std::env::consts::EXE_SUFFIX));
-    bin.is_file().then_some(bin)
-}
 
 struct Env {
     dir: TempDir,
@@ -47,14 +36,7 @@ impl Env {
     }
 
     fn with_config(test: &str, extra: &str) -> Option<Env> {
-        let Some(bin) = tallyd_bin() else {
-            let _ = writeln!(
-                std::io::stderr(),
-                "{test}: skipping: tallyd binary not built \
-                 (cargo build -p tallydb-server --bin tallyd, or set TALLYD_BIN)"
-            );
-            return None;
-        };
+        let bin = tallyd_bin_or_skip(test)?;
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("tallyd.toml");
         std::fs::write(&cfg, format!("{FOREVER}{extra}")).unwrap();

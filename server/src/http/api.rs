@@ -364,6 +364,25 @@ fn matched_series(
     Ok(out)
 }
 
+/// [`prelude`] for the series metadata endpoints: also checks `start` and `end`
+/// and returns the `match[]` selectors.
+fn series_prelude(
+    state: &HttpState,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    raw: Option<String>,
+    body: &Bytes,
+) -> Result<(Arc<Shared>, Vec<String>), Response> {
+    let (shared, params) = prelude(state, peer, headers, raw, body)?;
+    check_range(&params)?;
+    let matches = params
+        .all("match[]")
+        .into_iter()
+        .map(String::from)
+        .collect();
+    Ok((shared, matches))
+}
+
 fn check_range(params: &Params) -> Result<(), Response> {
     for name in ["start", "end"] {
         if let Some(s) = params.get(name).filter(|s| !s.is_empty()) {
@@ -383,18 +402,10 @@ pub async fn labels(
     RawQuery(raw): RawQuery,
     body: Bytes,
 ) -> Response {
-    let (shared, params) = match prelude(&state, peer, &headers, raw, &body) {
+    let (shared, matches) = match series_prelude(&state, peer, &headers, raw, &body) {
         Ok(x) => x,
         Err(r) => return r,
     };
-    if let Err(r) = check_range(&params) {
-        return r;
-    }
-    let matches: Vec<String> = params
-        .all("match[]")
-        .into_iter()
-        .map(String::from)
-        .collect();
     let names = blocking(move || {
         let keys = matched_series(&shared, &matches, true)?;
         let mut names: BTreeSet<String> = keys
@@ -423,18 +434,10 @@ pub async fn label_values(
     RawQuery(raw): RawQuery,
     body: Bytes,
 ) -> Response {
-    let (shared, params) = match prelude(&state, peer, &headers, raw, &body) {
+    let (shared, matches) = match series_prelude(&state, peer, &headers, raw, &body) {
         Ok(x) => x,
         Err(r) => return r,
     };
-    if let Err(r) = check_range(&params) {
-        return r;
-    }
-    let matches: Vec<String> = params
-        .all("match[]")
-        .into_iter()
-        .map(String::from)
-        .collect();
     let values = blocking(move || {
         let keys = matched_series(&shared, &matches, true)?;
         let values: BTreeSet<String> = keys
@@ -464,18 +467,10 @@ pub async fn series(
     RawQuery(raw): RawQuery,
     body: Bytes,
 ) -> Response {
-    let (shared, params) = match prelude(&state, peer, &headers, raw, &body) {
+    let (shared, matches) = match series_prelude(&state, peer, &headers, raw, &body) {
         Ok(x) => x,
         Err(r) => return r,
     };
-    if let Err(r) = check_range(&params) {
-        return r;
-    }
-    let matches: Vec<String> = params
-        .all("match[]")
-        .into_iter()
-        .map(String::from)
-        .collect();
     if matches.is_empty() {
         return bad_data("no match[] parameter provided");
     }
