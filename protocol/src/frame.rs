@@ -130,7 +130,7 @@ impl Opcode {
 
     /// The message's name as `docs/PROTOCOL.md` writes it (`INCR`, `TOP_OK`, ...): the
     /// one table of names used by server logs and metrics, client errors and tools.
-    pub fn name(self) -> &'static str {
+    pub const fn name(self) -> &'static str {
         match self {
             Self::Hello => "HELLO",
             Self::Ping => "PING",
