@@ -181,7 +181,7 @@ pub(crate) async fn connect(config: &Config) -> Result<Session> {
                     }
                     Message::Request(_) => {
                         return Err(Error::UnexpectedResponse {
-                            expected: "HELLO_OK",
+                            expected: Opcode::HelloOk.name(),
                             got: "a request",
                         })
                     }
