@@ -6,7 +6,7 @@
 //! decoded response into an [`Answer`] once, with [`Answer::from`]. The server never
 //! builds these: it encodes the borrowing types straight from its engine's results.
 //! `INCR_OK` and `TOTAL_OK` hold no strings and serve as their own owned form
-//! ([`IncrOk`](crate::IncrOk), [`TotalOk`](crate::TotalOk)).
+//! ([`IncrOk`], [`TotalOk`]).
 
 use crate::frame::Opcode;
 use crate::response::{

@@ -8,7 +8,7 @@
 //! - [`incr`]: `INCR`: aliases, the engine's submit, and the wait for durability
 //!   ([`settle_pending`], [`finish_pending`]) before an `INCR_OK` leaves.
 //! - [`query`]: `RANGE`, `TOTAL`, `TOP`, `SERIES`; wire selectors to the engine's.
-//! - [`stats`]: `STATS`: the engine's figures, then the server's.
+//! - [`mod@stats`]: `STATS`: the engine's figures, then the server's.
 //! - [`admin`]: `FLUSH`, `COMPACT`, `SNAPSHOT`.
 //!
 //! This file holds the dispatcher: [`handle_frame`] decodes one whole frame, checks the
