@@ -5,7 +5,7 @@ use std::sync::Arc;
 use crate::client::Client;
 use crate::connection::OwnedEvent;
 use crate::error::Result;
-use crate::types::IncrResult;
+use crate::IncrResult;
 
 /// Events sent together as one `INCR` with this client's producer id and the next
 /// sequence: the server validates every event before applying any (all or nothing) and

@@ -26,9 +26,7 @@ use tallydb_protocol::{RangeQuery, Selector, TopQuery};
 use crate::breaker::CircuitState;
 use crate::client::ClientBuilder;
 use crate::error::{Error, Result};
-use crate::types::{
-    IncrResult, RangeResult, SeriesResult, ServerInfo, Stats, TopResult, TotalResult,
-};
+use crate::{IncrResult, RangeResult, SeriesResult, ServerInfo, Stats, TopResult, TotalResult};
 
 /// A blocking TallyDB client. Cheap to clone; clones share the runtime and connection.
 #[derive(Debug, Clone)]

@@ -3,11 +3,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
+use tallydb_protocol::answer::Answer;
 use tallydb_protocol::{
-    decode_frame, encode_request, Message, RangeQuery, Request, Response, Selector, SeriesQuery,
-    Snapshot, TopQuery, TotalQuery, MAX_CLIENT_NAME_LEN, MAX_EVENT_ID_LEN, MAX_SERIES_KEY_LEN,
-    MAX_TOKEN_LEN,
+    encode_request, Opcode, RangeQuery, Request, Selector, SeriesQuery, Snapshot, TopQuery,
+    TotalQuery, MAX_CLIENT_NAME_LEN, MAX_EVENT_ID_LEN, MAX_SERIES_KEY_LEN, MAX_TOKEN_LEN,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -17,9 +17,7 @@ use crate::breaker::{BreakerConfig, CircuitState};
 use crate::connection::{self, Command, Config, OwnedEvent, Payload, Shared, Task};
 use crate::error::{Error, Result};
 use crate::recorder::RecorderBuilder;
-use crate::types::{
-    IncrResult, RangeResult, SeriesResult, ServerInfo, Stats, TopResult, TotalResult,
-};
+use crate::{IncrResult, RangeResult, SeriesResult, ServerInfo, Stats, TopResult, TotalResult};
 
 /// Most requests unanswered on one connection. It equals the number of recent
 /// sequences the server remembers per producer, so every batch left ambiguous by a
@@ -322,10 +320,9 @@ impl Client {
         for e in &events {
             check_event(e)?;
         }
-        let bytes = self.call(Payload::Incr(events)).await?;
-        match decode_response(&bytes)? {
-            Response::IncrOk(ok) => Ok(ok.into()),
-            other => Err(unexpected("INCR_OK", &other)),
+        match self.call(Payload::Incr(events)).await? {
+            Answer::IncrOk(ok) => Ok(ok),
+            other => Err(unexpected(Opcode::IncrOk, other)),
         }
     }
 
@@ -352,10 +349,10 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn range(&self, query: &RangeQuery<'_>) -> Result<RangeResult> {
-        let (bytes, _) = self.request(&Request::Range(query.clone())).await?;
-        match decode_response(&bytes)? {
-            Response::RangeOk(ok) => Ok(ok.into()),
-            other => Err(unexpected("RANGE_OK", &other)),
+        let (answer, _) = self.request(&Request::Range(query.clone())).await?;
+        match answer {
+            Answer::RangeOk(ok) => Ok(ok),
+            other => Err(unexpected(Opcode::RangeOk, other)),
         }
     }
 
@@ -380,10 +377,10 @@ impl Client {
             from_ms,
             to_ms,
         });
-        let (bytes, _) = self.request(&req).await?;
-        match decode_response(&bytes)? {
-            Response::TotalOk(ok) => Ok(ok.into()),
-            other => Err(unexpected("TOTAL_OK", &other)),
+        let (answer, _) = self.request(&req).await?;
+        match answer {
+            Answer::TotalOk(ok) => Ok(ok),
+            other => Err(unexpected(Opcode::TotalOk, other)),
         }
     }
 
@@ -412,10 +409,10 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn top(&self, query: &TopQuery<'_>) -> Result<TopResult> {
-        let (bytes, _) = self.request(&Request::Top(query.clone())).await?;
-        match decode_response(&bytes)? {
-            Response::TopOk(ok) => Ok(ok.into()),
-            other => Err(unexpected("TOP_OK", &other)),
+        let (answer, _) = self.request(&Request::Top(query.clone())).await?;
+        match answer {
+            Answer::TopOk(ok) => Ok(ok),
+            other => Err(unexpected(Opcode::TopOk, other)),
         }
     }
 
@@ -433,10 +430,10 @@ impl Client {
             selector: selector.clone(),
             limit,
         });
-        let (bytes, _) = self.request(&req).await?;
-        match decode_response(&bytes)? {
-            Response::SeriesOk(ok) => Ok(ok.into()),
-            other => Err(unexpected("SERIES_OK", &other)),
+        let (answer, _) = self.request(&req).await?;
+        match answer {
+            Answer::SeriesOk(ok) => Ok(ok),
+            other => Err(unexpected(Opcode::SeriesOk, other)),
         }
     }
 
@@ -449,10 +446,10 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn stats(&self) -> Result<Stats> {
-        let (bytes, _) = self.request(&Request::Stats).await?;
-        match decode_response(&bytes)? {
-            Response::StatsOk(ok) => Ok(ok.into()),
-            other => Err(unexpected("STATS_OK", &other)),
+        let (answer, _) = self.request(&Request::Stats).await?;
+        match answer {
+            Answer::StatsOk(ok) => Ok(ok),
+            other => Err(unexpected(Opcode::StatsOk, other)),
         }
     }
 
@@ -464,10 +461,10 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn ping(&self) -> Result<Duration> {
-        let (bytes, took) = self.request(&Request::Ping).await?;
-        match decode_response(&bytes)? {
-            Response::Pong => Ok(took),
-            other => Err(unexpected("PONG", &other)),
+        let (answer, took) = self.request(&Request::Ping).await?;
+        match answer {
+            Answer::Pong => Ok(took),
+            other => Err(unexpected(Opcode::Pong, other)),
         }
     }
 
@@ -511,24 +508,25 @@ impl Client {
     }
 
     async fn admin(&self, req: &Request<'_>) -> Result<String> {
-        let (bytes, _) = self.request(req).await?;
-        match decode_response(&bytes)? {
-            Response::AdminOk(ok) => Ok(ok.message.into_owned()),
-            other => Err(unexpected("ADMIN_OK", &other)),
+        let (answer, _) = self.request(req).await?;
+        match answer {
+            Answer::AdminOk(message) => Ok(message),
+            other => Err(unexpected(Opcode::AdminOk, other)),
         }
     }
 
     /// Encodes `req` (request id patched in by the connection task) and waits for its
     /// answer; also returns how long that took.
-    async fn request(&self, req: &Request<'_>) -> Result<(Bytes, Duration)> {
+    async fn request(&self, req: &Request<'_>) -> Result<(Answer, Duration)> {
         let mut out = BytesMut::new();
         encode_request(0, req, &mut out);
         let started = Instant::now();
-        let bytes = self.call(Payload::Frame(out.freeze())).await?;
-        Ok((bytes, started.elapsed()))
+        let answer = self.call(Payload::Frame(out.freeze())).await?;
+        Ok((answer, started.elapsed()))
     }
 
-    async fn call(&self, payload: Payload) -> Result<Bytes> {
+    /// Hands `payload` to the connection task and waits for its decoded answer.
+    async fn call(&self, payload: Payload) -> Result<Answer> {
         let (reply, answer) = oneshot::channel();
         self.inner
             .tx
@@ -557,42 +555,13 @@ fn check_event(e: &OwnedEvent) -> Result<()> {
     Ok(())
 }
 
-/// Decodes a whole response frame handed over by the connection task.
-fn decode_response(bytes: &[u8]) -> Result<Response<'_>> {
-    match decode_frame(bytes, u32::MAX)? {
-        Some((frame, _)) => match frame.message {
-            Message::Response(Response::Error(e)) => Err(Error::server(&e)),
-            Message::Response(r) => Ok(r),
-            Message::Request(_) => Err(Error::UnexpectedResponse {
-                expected: "a response",
-                got: "a request",
-            }),
+/// The error for an answer of the wrong kind (an `ERROR` stays a server error).
+fn unexpected(expected: Opcode, got: Answer) -> Error {
+    match got {
+        Answer::Error(e) => Error::server(&e),
+        other => Error::UnexpectedResponse {
+            expected: expected.name(),
+            got: other.opcode().name(),
         },
-        None => Err(Error::Protocol(tallydb_protocol::DecodeError::Truncated {
-            what: "response frame",
-        })),
-    }
-}
-
-fn unexpected(expected: &'static str, got: &Response<'_>) -> Error {
-    Error::UnexpectedResponse {
-        expected,
-        got: response_name(got),
-    }
-}
-
-/// The documentation name of a response.
-pub(crate) fn response_name(r: &Response<'_>) -> &'static str {
-    match r {
-        Response::HelloOk(_) => "HELLO_OK",
-        Response::Pong => "PONG",
-        Response::IncrOk(_) => "INCR_OK",
-        Response::RangeOk(_) => "RANGE_OK",
-        Response::TotalOk(_) => "TOTAL_OK",
-        Response::TopOk(_) => "TOP_OK",
-        Response::SeriesOk(_) => "SERIES_OK",
-        Response::StatsOk(_) => "STATS_OK",
-        Response::AdminOk(_) => "ADMIN_OK",
-        Response::Error(_) => "ERROR",
     }
 }

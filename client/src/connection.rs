@@ -43,10 +43,11 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
+use tallydb_protocol::answer::{Answer, ServerInfo};
 use tallydb_protocol::{
-    decode_frame, encode_request, Event, Hello, IncrBuilder, Limits, Message, Producer, Request,
-    Response, HANDSHAKE_MAX_FRAME,
+    decode_frame, encode_request, set_request_id, Event, Hello, IncrBuilder, Limits, Message,
+    Opcode, Producer, Request, Response, HANDSHAKE_MAX_FRAME,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -57,10 +58,6 @@ use crate::aliases::{AliasTable, BatchAliases};
 use crate::backoff::{RetryPolicy, Rng};
 use crate::breaker::{BreakerConfig, CircuitBreaker, CircuitState};
 use crate::error::{Error, Result};
-use crate::types::ServerInfo;
-
-/// Offset of the request id in a frame.
-const REQUEST_ID_AT: usize = 5;
 /// Bytes read at a time.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -97,11 +94,12 @@ pub(crate) enum Payload {
     Incr(Vec<OwnedEvent>),
 }
 
-/// A request and where to send its answer (the whole response frame).
+/// A request and where to send its answer, decoded once by the task (an `ERROR`
+/// arrives as `Err`).
 #[derive(Debug)]
 pub(crate) struct Command {
     pub(crate) payload: Payload,
-    pub(crate) reply: oneshot::Sender<Result<Bytes>>,
+    pub(crate) reply: oneshot::Sender<Result<Answer>>,
 }
 
 /// State the task publishes for [`Client`](crate::Client) accessors.
@@ -173,26 +171,22 @@ pub(crate) async fn connect(config: &Config) -> Result<Session> {
         loop {
             if let Some((frame, used)) = decode_frame(&rbuf, HANDSHAKE_MAX_FRAME)? {
                 let info = match frame.message {
-                    Message::Response(Response::HelloOk(ok)) => ServerInfo {
-                        server_version: ok.server_version.to_owned(),
-                        limits: ok.limits,
-                        role: ok.role,
-                    },
+                    Message::Response(Response::HelloOk(ok)) => ServerInfo::from(ok),
                     Message::Response(Response::Error(e)) => return Err(Error::server(&e)),
                     Message::Response(other) => {
                         return Err(Error::UnexpectedResponse {
-                            expected: "HELLO_OK",
-                            got: crate::client::response_name(&other),
+                            expected: Opcode::HelloOk.name(),
+                            got: other.opcode().name(),
                         })
                     }
                     Message::Request(_) => {
                         return Err(Error::UnexpectedResponse {
-                            expected: "HELLO_OK",
+                            expected: Opcode::HelloOk.name(),
                             got: "a request",
                         })
                     }
                 };
-                let _ = rbuf.split_to(used);
+                rbuf.advance(used);
                 let cap = info.limits.max_aliases.min(config.max_aliases);
                 return Ok(Session {
                     stream,
@@ -223,7 +217,7 @@ pub(crate) async fn connect(config: &Config) -> Result<Session> {
 /// A request held by the task.
 struct Pending {
     payload: Payload,
-    reply: oneshot::Sender<Result<Bytes>>,
+    reply: oneshot::Sender<Result<Answer>>,
     /// Failed attempts so far.
     attempts: u32,
     /// The producer sequence, once a batch has been written under it.
@@ -279,9 +273,9 @@ enum SessionEnd {
     Lost,
 }
 
-/// The answer to one frame, owned before the receive buffer is split.
+/// The answer to one frame, owned before the receive buffer moves on.
 enum Outcome {
-    Ok,
+    Ok(Answer),
     Error(Error),
 }
 
@@ -458,8 +452,8 @@ impl Task {
         match &p.payload {
             Payload::Frame(frame) => {
                 wbuf.extend_from_slice(frame);
-                if let Some(slot) = wbuf.get_mut(start + REQUEST_ID_AT..start + REQUEST_ID_AT + 4) {
-                    slot.copy_from_slice(&id.to_le_bytes());
+                if let Some(written) = wbuf.get_mut(start..) {
+                    set_request_id(written, id);
                 }
             }
             Payload::Incr(events) => {
@@ -606,9 +600,9 @@ impl Task {
             let (request_id, outcome, used) = match decode_frame(&s.rbuf, s.limits.max_frame)? {
                 None => return Ok(()),
                 Some((frame, used)) => {
-                    let outcome = match &frame.message {
-                        Message::Response(Response::Error(e)) => Outcome::Error(Error::server(e)),
-                        Message::Response(_) => Outcome::Ok,
+                    let outcome = match frame.message {
+                        Message::Response(Response::Error(e)) => Outcome::Error(Error::server(&e)),
+                        Message::Response(r) => Outcome::Ok(Answer::from(r)),
                         Message::Request(_) => {
                             return Err(Error::UnexpectedResponse {
                                 expected: "a response",
@@ -619,12 +613,12 @@ impl Task {
                     (frame.request_id, outcome, used)
                 }
             };
-            let bytes = s.rbuf.split_to(used).freeze();
+            s.rbuf.advance(used);
             if request_id == 0 {
                 // A connection-level error: the server closes the connection next.
                 return Err(match outcome {
                     Outcome::Error(e) => e,
-                    Outcome::Ok => Error::UnexpectedResponse {
+                    Outcome::Ok(_) => Error::UnexpectedResponse {
                         expected: "an answer to a request",
                         got: "request id 0",
                     },
@@ -638,11 +632,11 @@ impl Task {
                 continue;
             };
             match outcome {
-                Outcome::Ok => {
+                Outcome::Ok(answer) => {
                     if p.is_incr() {
                         s.aliases.confirm(&p.defined);
                     }
-                    let _ = p.reply.send(Ok(bytes));
+                    let _ = p.reply.send(Ok(answer));
                 }
                 Outcome::Error(e) => {
                     if e.is_retryable()

@@ -34,8 +34,10 @@
 //! - [`RetryPolicy`] (module `backoff`): exponential backoff with full jitter.
 //! - [`CircuitBreaker`] (module `breaker`): closed → open → half-open.
 //! - `aliases` (private): the per-connection alias table.
-//! - [`types`](TotalResult): owned answers ([`TotalResult`], [`RangeResult`],
-//!   [`TopResult`] …), each with the tiers that served it and `closed_until_ms`.
+//! - Answers are the protocol crate's owned answer types, re-exported here
+//!   ([`TotalResult`], [`RangeResult`], [`TopResult`] …; see
+//!   `tallydb_protocol::answer`), each with the tiers that served it and
+//!   `closed_until_ms`. The connection task decodes each answer once, into them.
 //! - [`Error`]: typed errors; [`Error::is_retryable`], [`Error::maybe_applied`].
 //!
 //! # Guarantees
@@ -62,7 +64,6 @@ mod client;
 mod connection;
 mod error;
 mod recorder;
-mod types;
 
 pub use backoff::RetryPolicy;
 pub use batch::Batch;
@@ -70,10 +71,15 @@ pub use breaker::{BreakerConfig, CircuitBreaker, CircuitState};
 pub use client::{Client, ClientBuilder, DEFAULT_ADDR, MAX_IN_FLIGHT};
 pub use error::{Error, Result};
 pub use recorder::{Overflow, Recorder, RecorderBuilder, RecorderReport};
-pub use types::{
-    IncrResult, RangeGroup, RangePoint, RangeResult, SeriesResult, ServerInfo, Stats, TopEntry,
-    TopResult, TotalResult, Value,
+pub use tallydb_protocol::answer::{
+    RangeGroup, RangePoint, RangeResult, SeriesResult, ServerInfo, Stats, TopEntry, TopResult,
+    Value,
 };
+/// The answer to an increment or a batch: events applied, duplicates skipped, and
+/// whether the whole batch had already been applied (a retry after a lost answer).
+pub use tallydb_protocol::IncrOk as IncrResult;
+/// The answer to [`Client::total`].
+pub use tallydb_protocol::TotalOk as TotalResult;
 
 pub use tallydb_protocol::{
     ErrorCode, Function, Limits, MatchOp, Matcher, MetricSelector, RangeQuery, Role, Selector,

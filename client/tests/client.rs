@@ -22,6 +22,7 @@ use tallydb_client::{
     RangeQuery, RetryPolicy, Selector, Step, TopQuery,
 };
 use tallydb_e2e::{tallyd_bin_or_skip, Tallyd};
+use tallydb_protocol::{FrameHeader, Opcode};
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -270,13 +271,12 @@ async fn lossy_proxy(upstream: std::net::SocketAddr) -> (std::net::SocketAddr, A
                             return;
                         }
                         // Forward whole frames; drop the connection at the first INCR_OK.
-                        while buf.len() >= 4 {
-                            let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-                            if buf.len() < 4 + len {
+                        while let Ok(Some(header)) = FrameHeader::peek(&buf, u32::MAX) {
+                            if buf.len() < header.frame_len() {
                                 break;
                             }
-                            let frame = buf.split_to(4 + len);
-                            if cut_this && frame[4] == 0x90 {
+                            let frame = buf.split_to(header.frame_len());
+                            if cut_this && header.opcode() == Some(Opcode::IncrOk) {
                                 cuts.fetch_add(1, Ordering::SeqCst);
                                 return;
                             }

@@ -24,6 +24,10 @@ use crate::response::{Limits, Response};
 
 /// Size of the length field.
 pub const LENGTH_FIELD_LEN: usize = 4;
+/// Offset of the opcode byte.
+const OPCODE_AT: usize = 4;
+/// Offset of the request id.
+const REQUEST_ID_AT: usize = 5;
 /// Size of the whole header: length, opcode, request id.
 pub const HEADER_LEN: usize = 9;
 /// Smallest legal value of the length field: opcode + request id, empty payload.
@@ -104,9 +108,52 @@ impl Opcode {
         Self::Error,
     ];
 
+    /// The request opcodes, in opcode order: the commands a client may send.
+    pub const REQUESTS: [Opcode; 11] = [
+        Self::Hello,
+        Self::Ping,
+        Self::Incr,
+        Self::Range,
+        Self::Total,
+        Self::Top,
+        Self::Series,
+        Self::Stats,
+        Self::Flush,
+        Self::Compact,
+        Self::Snapshot,
+    ];
+
     /// The opcode for a wire byte, `None` if unknown.
     pub fn from_u8(b: u8) -> Option<Self> {
         Self::ALL.into_iter().find(|op| *op as u8 == b)
+    }
+
+    /// The message's name as `docs/PROTOCOL.md` writes it (`INCR`, `TOP_OK`, ...): the
+    /// one table of names used by server logs and metrics, client errors and tools.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Hello => "HELLO",
+            Self::Ping => "PING",
+            Self::Incr => "INCR",
+            Self::Range => "RANGE",
+            Self::Total => "TOTAL",
+            Self::Top => "TOP",
+            Self::Series => "SERIES",
+            Self::Stats => "STATS",
+            Self::Flush => "FLUSH",
+            Self::Compact => "COMPACT",
+            Self::Snapshot => "SNAPSHOT",
+            Self::HelloOk => "HELLO_OK",
+            Self::Pong => "PONG",
+            Self::IncrOk => "INCR_OK",
+            Self::RangeOk => "RANGE_OK",
+            Self::TotalOk => "TOTAL_OK",
+            Self::TopOk => "TOP_OK",
+            Self::SeriesOk => "SERIES_OK",
+            Self::StatsOk => "STATS_OK",
+            Self::AdminOk => "ADMIN_OK",
+            Self::Error => "ERROR",
+        }
     }
 
     /// Whether this opcode is sent by clients.
@@ -157,9 +204,44 @@ impl FrameHeader {
         }))
     }
 
+    /// The opcode, `None` if the byte names none.
+    pub fn opcode(&self) -> Option<Opcode> {
+        Opcode::from_u8(self.opcode)
+    }
+
     /// Size of the whole frame on the wire, length field included.
     pub fn frame_len(&self) -> usize {
         LENGTH_FIELD_LEN + self.len as usize
+    }
+}
+
+impl std::fmt::Display for Opcode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The raw opcode byte of the frame starting at `buf`, `None` if fewer than its first
+/// 5 bytes are there. The byte may name no [`Opcode`]; [`Opcode::from_u8`] says.
+pub fn opcode_of(buf: &[u8]) -> Option<u8> {
+    buf.get(OPCODE_AT).copied()
+}
+
+/// The request id of the frame starting at `buf`, `None` if its header is incomplete.
+pub fn request_id_of(buf: &[u8]) -> Option<u32> {
+    let id = buf.get(REQUEST_ID_AT..HEADER_LEN)?;
+    id.first_chunk::<4>().map(|b| u32::from_le_bytes(*b))
+}
+
+/// Overwrites the request id of the encoded frame starting at `buf`, so a request
+/// encoded once can be sent under a new id; `false` if the header is incomplete.
+pub fn set_request_id(buf: &mut [u8], request_id: u32) -> bool {
+    match buf.get_mut(REQUEST_ID_AT..HEADER_LEN) {
+        Some(slot) => {
+            slot.copy_from_slice(&request_id.to_le_bytes());
+            true
+        }
+        None => false,
     }
 }
 

@@ -7,8 +7,10 @@
 //!
 //! # Module tour
 //!
-//! - [`frame`]: the 9-byte header (length, opcode, request id), [`Opcode`], [`Frame`],
-//!   [`Message`], and the entry points [`decode_frame`] (or
+//! - [`frame`]: the 9-byte header (length, opcode, request id) with its accessors
+//!   ([`FrameHeader::peek`], [`opcode_of`], [`request_id_of`], [`set_request_id`]: no
+//!   other crate reads raw frame offsets), [`Opcode`] and its names ([`Opcode::name`]),
+//!   [`Frame`], [`Message`], and the entry points [`decode_frame`] (or
 //!   [`decode_frame_with_limits`]), [`encode_frame`],
 //!   [`encode_request`], [`encode_response`].
 //! - [`request`]: client → server messages ([`Request`]): `HELLO`, queries with their
@@ -16,10 +18,13 @@
 //! - [`incr`]: the `INCR` batch ([`Incr`], [`Event`], [`SeriesRef`] with per-connection
 //!   aliases) and [`IncrBuilder`], which streams events into a buffer.
 //! - [`response`]: server → client messages ([`Response`]), including [`ErrorReply`].
+//! - [`answer`]: the owned forms of the responses ([`Answer`], [`answer::TopResult`],
+//!   [`answer::RangeResult`] ...) a client keeps after decoding; used by the client crate.
 //! - [`error`]: [`DecodeError`] for untrusted bytes and the stable [`ErrorCode`]s.
 //! - `codec` (private): varints, zigzag, strings, counts — the wire primitives.
-//! - `fuzzing` (hidden): the properties checked by the fuzz targets in `protocol/fuzz/`
-//!   and by the corpus replay test `tests/fuzz_corpus.rs`.
+//! - `fuzzing` (hidden, only with the cargo feature `fuzzing`, off by default): the
+//!   properties checked by the fuzz targets, kept beside them in
+//!   `protocol/fuzz/properties.rs`, and by the corpus replay test `tests/fuzz_corpus.rs`.
 //!
 //! # Decoding
 //!
@@ -37,10 +42,13 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 #![warn(missing_docs)]
 
+pub mod answer;
 mod codec;
 pub mod error;
 pub mod frame;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
+#[path = "../fuzz/properties.rs"]
 pub mod fuzzing;
 pub mod incr;
 pub mod request;
@@ -49,10 +57,11 @@ pub mod response;
 #[cfg(test)]
 mod tests;
 
+pub use answer::Answer;
 pub use error::{DecodeError, ErrorCode};
 pub use frame::{
-    decode_frame, decode_frame_with_limits, encode_frame, encode_request, encode_response, Frame,
-    FrameHeader, Message, Opcode, HEADER_LEN,
+    decode_frame, decode_frame_with_limits, encode_frame, encode_request, encode_response,
+    opcode_of, request_id_of, set_request_id, Frame, FrameHeader, Message, Opcode, HEADER_LEN,
 };
 pub use incr::{Event, Incr, IncrBuilder, Producer, SeriesRef};
 pub use request::{

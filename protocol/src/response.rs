@@ -598,6 +598,15 @@ impl<'a> ErrorReply<'a> {
         }
     }
 
+    /// The same error, owning its message.
+    pub fn into_owned(self) -> ErrorReply<'static> {
+        ErrorReply {
+            code: self.code,
+            retryable: self.retryable,
+            message: Cow::Owned(self.message.into_owned()),
+        }
+    }
+
     /// The code as an [`ErrorCode`], `None` if this version does not know it.
     pub fn error_code(&self) -> Option<ErrorCode> {
         ErrorCode::from_code(self.code)

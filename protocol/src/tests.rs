@@ -986,3 +986,37 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn opcode_names_are_one_table() {
+    let names: HashSet<&str> = Opcode::ALL.iter().map(|op| op.name()).collect();
+    assert_eq!(
+        names.len(),
+        Opcode::ALL.len(),
+        "every opcode has its own name"
+    );
+    assert_eq!(Opcode::Incr.name(), "INCR");
+    assert_eq!(Opcode::TopOk.to_string(), "TOP_OK");
+    for op in Opcode::REQUESTS {
+        assert!(op.is_request(), "{op}");
+    }
+    let requests = Opcode::ALL.iter().filter(|op| op.is_request()).count();
+    assert_eq!(requests, Opcode::REQUESTS.len());
+}
+
+#[test]
+fn header_accessors_read_and_patch_the_header() {
+    let mut out = BytesMut::new();
+    encode_request(0x0102_0304, &Request::Ping, &mut out);
+    assert_eq!(opcode_of(&out), Some(Opcode::Ping as u8));
+    assert_eq!(request_id_of(&out), Some(0x0102_0304));
+    assert!(set_request_id(&mut out, 77));
+    assert_eq!(request_id_of(&out), Some(77));
+    let (frame, _) = decode_frame(&out, MAX).unwrap().unwrap();
+    assert_eq!(frame.request_id, 77);
+    let header = FrameHeader::peek(&out, MAX).unwrap().unwrap();
+    assert_eq!(header.opcode(), Some(Opcode::Ping));
+    assert_eq!(opcode_of(&out[..4]), None);
+    assert_eq!(request_id_of(&out[..8]), None);
+    assert!(!set_request_id(&mut out[..8], 1));
+}

@@ -3,7 +3,7 @@
 //! A connection goes through two phases:
 //!
 //! 1. **Handshake.** Frames are read with the [`HANDSHAKE_MAX_FRAME`] limit until a
-//!    `HELLO` is accepted ([`handler::handshake`]). A wrong version or a refused token
+//!    `HELLO` is accepted ([`cmd::handshake`]). A wrong version or a refused token
 //!    is answered with `ERROR` and closes the connection.
 //! 2. **Session.** Two futures run concurrently on the connection's task:
 //!    - the *reader* reads into a [`BytesMut`], checks each frame's declared length
@@ -12,8 +12,8 @@
 //!    - the *processor* takes queued frames in order, answers them in batches and
 //!      writes the responses in request order. `INCR` and `PING` are answered on the
 //!      task itself, and a run of `INCR`s then awaits one group commit
-//!      ([`handler::settle_pending`]); other requests, which may read segments or
-//!      write files, run on the blocking pool ([`handler::handle_frame`]).
+//!      ([`cmd::settle_pending`]); other requests, which may read segments or
+//!      write files, run on the blocking pool ([`cmd::handle_frame`]).
 //!
 //! Memory is bounded per connection: the read buffer holds at most one frame plus a
 //! read chunk, the queue at most `max_pipeline` frames and, through a byte budget
@@ -33,14 +33,15 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tallydb_protocol::{
-    encode_response, ErrorCode, ErrorReply, FrameHeader, Opcode, Response, HANDSHAKE_MAX_FRAME,
+    encode_response, opcode_of, ErrorCode, ErrorReply, FrameHeader, Opcode, Response,
+    HANDSHAKE_MAX_FRAME,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit, Semaphore};
 
-use crate::handler::{self, Handshake, Session, Shared};
+use crate::cmd::{self, Handshake, Session, Shared};
 
 /// How much to read at a time.
 const READ_CHUNK: usize = 64 * 1024;
@@ -234,7 +235,7 @@ async fn handshake(
 ) -> Result<Session, CloseReason> {
     let mut out = BytesMut::new();
     loop {
-        while let Some((used, outcome)) = handler::handshake(shared, peer.ip(), buf, &mut out) {
+        while let Some((used, outcome)) = cmd::handshake(shared, peer.ip(), buf, &mut out) {
             buf.advance(used.min(buf.len()));
             match outcome {
                 Handshake::Continue => {}
@@ -400,17 +401,17 @@ async fn process(
             let frame = match &batch[next] {
                 Item::Frame { bytes, .. } => bytes,
                 Item::Fatal(reply) => {
-                    handler::settle_pending(shared, &mut session, &mut out).await;
+                    cmd::settle_pending(shared, &mut session, &mut out).await;
                     encode_response(0, &Response::Error(reply.clone()), &mut out);
                     fatal = Some(CloseReason::FramingLost(reply.message.to_string()));
                     break;
                 }
             };
-            if frame.get(4) != Some(&(Opcode::Incr as u8)) {
-                handler::settle_pending(shared, &mut session, &mut out).await;
+            if opcode_of(frame) != Some(Opcode::Incr as u8) {
+                cmd::settle_pending(shared, &mut session, &mut out).await;
             }
-            if handler::answers_inline(frame) {
-                handler::handle_frame(shared, &mut session, frame, &mut out);
+            if cmd::answers_inline(frame) {
+                cmd::handle_frame(shared, &mut session, frame, &mut out);
                 next += 1;
                 continue;
             }
@@ -418,9 +419,7 @@ async fn process(
             let run: Vec<Bytes> = batch[next..]
                 .iter()
                 .map_while(|item| match item {
-                    Item::Frame { bytes, .. } if !handler::answers_inline(bytes) => {
-                        Some(bytes.clone())
-                    }
+                    Item::Frame { bytes, .. } if !cmd::answers_inline(bytes) => Some(bytes.clone()),
                     _ => None,
                 })
                 .collect();
@@ -429,7 +428,7 @@ async fn process(
             let mut task_out = std::mem::take(&mut out);
             let joined = tokio::task::spawn_blocking(move || {
                 for frame in &run {
-                    handler::handle_frame(&task_shared, &mut session, frame, &mut task_out);
+                    cmd::handle_frame(&task_shared, &mut session, frame, &mut task_out);
                 }
                 (session, task_out)
             })
@@ -449,7 +448,7 @@ async fn process(
                 }
             }
         }
-        handler::settle_pending(shared, &mut session, &mut out).await;
+        cmd::settle_pending(shared, &mut session, &mut out).await;
         if let Err(reason) = write_out(wr, &out, write_timeout).await {
             return Some(reason);
         }

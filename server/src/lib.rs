@@ -16,8 +16,9 @@
 //!   limit, then a reader that frames requests (length checked before anything is
 //!   allocated) and a processor that answers them in order; idle timeout; per-connection
 //!   memory bounds.
-//! - [`handler`]: one request to one engine call and one response, on tokio's blocking
-//!   pool; roles; storage errors → protocol error codes; `STATS` figures.
+//! - [`cmd`]: the commands, one file per command family (`hello`, `incr`, `query`,
+//!   `stats`, `admin`) and a dispatcher: one request to one engine call and one
+//!   response; roles; storage errors → protocol error codes.
 //! - [`auth`]: token digests compared in constant time, roles granted by `HELLO`.
 //! - [`http`]: the HTTP side door on `http_listen`: `/-/healthy`, `/-/ready`, `/metrics`
 //!   (latency histograms per command, errors by code, saturation) and a
@@ -31,9 +32,9 @@
 
 pub mod aliases;
 pub mod auth;
+pub mod cmd;
 pub mod config;
 pub mod connection;
-pub mod handler;
 pub mod http;
 pub mod server;
 

@@ -22,9 +22,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, mpsc, Semaphore};
 
 use crate::auth::Authenticator;
+use crate::cmd::{ServerStats, Shared};
 use crate::config::Config;
 use crate::connection::{self, ClientInfo, ConnectionLimits, Shutdown};
-use crate::handler::{ServerStats, Shared};
 
 /// Why the server stopped abnormally.
 #[derive(Debug, thiserror::Error)]

@@ -4,9 +4,9 @@
 //! A tour:
 //! - [`admin`]: every `tally-admin` command (verify, backup, restore, compact,
 //!   inspect, export) as a function of parsed arguments returning an outcome
-//!   with its exit code; the binary in `src/bin/tally-admin.rs` only parses flags.
-//! - [`wire`]: a small blocking protocol client for the admin requests
-//!   (`SNAPSHOT`, `COMPACT`) of a running `tallyd`.
+//!   with its exit code, one module per command family; the binary in
+//!   `src/bin/tally-admin.rs` only parses flags. The online commands speak to
+//!   `tallyd` through the `tallydb-client` crate.
 //! - [`tally`]: every `tally` command (incr, ingest, range, total, top, series,
 //!   stats, ping) over the `tallydb-client` crate, with [`tally::output`] (table,
 //!   JSON, JSON lines, CSV), [`tally::chart`] and [`tally::ingest`]; the binary in
@@ -22,4 +22,3 @@ pub mod progress;
 pub mod selector;
 pub mod tally;
 pub mod timefmt;
-pub mod wire;

@@ -25,7 +25,7 @@ use tallydb_storage::SeriesKey;
 
 use super::promql::{self, Grid, QueryError, Series, Value};
 use super::{HttpState, QUERY_TIMEOUT};
-use crate::handler::Shared;
+use crate::cmd::Shared;
 
 /// Most points per series a range query may ask for (Prometheus' limit).
 pub const MAX_POINTS: i64 = 11_000;

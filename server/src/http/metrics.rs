@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tallydb_protocol::{ErrorCode, Opcode};
 
-use crate::handler::{ServerStats, Shared};
+use crate::cmd::{ServerStats, Shared};
 
 /// Upper bounds of the latency buckets, in microseconds (100 µs to 10 s).
 pub const BUCKETS_US: [u64; 16] = [
@@ -23,31 +23,24 @@ pub const BUCKETS_US: [u64; 16] = [
     1_000_000, 2_500_000, 5_000_000, 10_000_000,
 ];
 
-/// The commands timed, in the order of [`Telemetry::commands`]; the last is any other
+/// The commands timed, in the order of [`Telemetry::commands`]: the request opcodes'
+/// names ([`Opcode::name`], in [`Opcode::REQUESTS`] order), then `other` for any other
 /// opcode byte (unknown or a response sent by a client).
-pub const COMMANDS: [&str; 12] = [
-    "HELLO", "PING", "INCR", "RANGE", "TOTAL", "TOP", "SERIES", "STATS", "FLUSH", "COMPACT",
-    "SNAPSHOT", "other",
-];
+pub const COMMANDS: [&str; Opcode::REQUESTS.len() + 1] = {
+    let mut names = ["other"; Opcode::REQUESTS.len() + 1];
+    let mut i = 0;
+    while i < Opcode::REQUESTS.len() {
+        names[i] = Opcode::REQUESTS[i].name();
+        i += 1;
+    }
+    names
+};
 
 fn command_index(opcode: Option<u8>) -> usize {
-    let Some(op) = opcode.and_then(Opcode::from_u8) else {
-        return COMMANDS.len() - 1;
-    };
-    match op {
-        Opcode::Hello => 0,
-        Opcode::Ping => 1,
-        Opcode::Incr => 2,
-        Opcode::Range => 3,
-        Opcode::Total => 4,
-        Opcode::Top => 5,
-        Opcode::Series => 6,
-        Opcode::Stats => 7,
-        Opcode::Flush => 8,
-        Opcode::Compact => 9,
-        Opcode::Snapshot => 10,
-        _ => COMMANDS.len() - 1,
-    }
+    opcode
+        .and_then(Opcode::from_u8)
+        .and_then(|op| Opcode::REQUESTS.iter().position(|r| *r == op))
+        .unwrap_or(COMMANDS.len() - 1)
 }
 
 /// A cumulative latency histogram with fixed buckets; every field is an atomic, so

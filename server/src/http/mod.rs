@@ -38,8 +38,8 @@ use axum::Router;
 use tallydb_protocol::Role;
 
 use crate::auth::{AuthError, Authenticator};
+use crate::cmd::Shared;
 use crate::config::Config;
-use crate::handler::Shared;
 
 /// How long one query may run before it is answered `503 timeout`.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(60);

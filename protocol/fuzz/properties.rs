@@ -3,8 +3,8 @@
 //! that passes `cargo test` passes the fuzzer and the other way round.
 //!
 //! Each check takes arbitrary bytes and panics (with the input's story) when a property
-//! does not hold. Not part of the crate's API: hidden from the documentation and free to
-//! change.
+//! does not hold. Not part of the crate's API: compiled into `tallydb-protocol` as the
+//! hidden module `fuzzing` only with the cargo feature `fuzzing`, and free to change.
 
 use bytes::BytesMut;
 

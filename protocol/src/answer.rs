@@ -1,62 +1,96 @@
-//! Owned answers: the protocol's decoded messages borrow from the receive buffer; these
-//! types own their data so they can outlive it and cross tasks.
+//! Owned answers: the server → client messages of [`crate::response`] with their
+//! strings copied out of the receive buffer, so a client can keep them, hand them to
+//! another task and return them from its API.
 //!
-//! Every query answer carries the [`Tiers`] that served it and `closed_until_ms`:
-//! buckets starting at or after that time (the current minute, hour, day) may still grow.
+//! Decoding stays zero-copy ([`Response`] borrows from the input); a client turns a
+//! decoded response into an [`Answer`] once, with [`Answer::from`]. The server never
+//! builds these: it encodes the borrowing types straight from its engine's results.
+//! `INCR_OK` and `TOTAL_OK` hold no strings and serve as their own owned form
+//! ([`IncrOk`], [`TotalOk`]).
 
-use tallydb_protocol::{
-    Group, IncrOk, Limits, RangeGroups, RangeOk, Role, SeriesOk, StatsOk, Tiers, TopOk, TotalOk,
+use crate::frame::Opcode;
+use crate::response::{
+    ErrorReply, Group, HelloOk, IncrOk, Limits, RangeGroups, RangeOk, Response, Role, SeriesOk,
+    StatsOk, Tiers, TopOk, TotalOk,
 };
 
-/// The answer to an increment or a batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct IncrResult {
-    /// Events counted by this batch.
-    pub applied: u32,
-    /// Events skipped because their event id was already seen.
-    pub duplicates: u32,
-    /// The batch had already been applied (a retry after a lost answer): nothing was
-    /// counted again. `applied` and `duplicates` then repeat the original counts when
-    /// the server still knows them.
-    pub duplicate_batch: bool,
+/// A whole response, owned.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    /// `HELLO_OK`.
+    HelloOk(ServerInfo),
+    /// `PONG`.
+    Pong,
+    /// `INCR_OK`.
+    IncrOk(IncrOk),
+    /// `RANGE_OK`.
+    RangeOk(RangeResult),
+    /// `TOTAL_OK`.
+    TotalOk(TotalOk),
+    /// `TOP_OK`.
+    TopOk(TopResult),
+    /// `SERIES_OK`.
+    SeriesOk(SeriesResult),
+    /// `STATS_OK`.
+    StatsOk(Stats),
+    /// `ADMIN_OK`: the server's message.
+    AdminOk(String),
+    /// `ERROR`.
+    Error(ErrorReply<'static>),
 }
 
-impl From<IncrOk> for IncrResult {
-    fn from(ok: IncrOk) -> Self {
-        Self {
-            applied: ok.applied,
-            duplicates: ok.duplicates,
-            duplicate_batch: ok.duplicate_batch,
+impl Answer {
+    /// The opcode this answer was sent with.
+    pub fn opcode(&self) -> Opcode {
+        match self {
+            Self::HelloOk(_) => Opcode::HelloOk,
+            Self::Pong => Opcode::Pong,
+            Self::IncrOk(_) => Opcode::IncrOk,
+            Self::RangeOk(_) => Opcode::RangeOk,
+            Self::TotalOk(_) => Opcode::TotalOk,
+            Self::TopOk(_) => Opcode::TopOk,
+            Self::SeriesOk(_) => Opcode::SeriesOk,
+            Self::StatsOk(_) => Opcode::StatsOk,
+            Self::AdminOk(_) => Opcode::AdminOk,
+            Self::Error(_) => Opcode::Error,
         }
     }
 }
 
-/// The answer to [`Client::total`](crate::Client::total).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct TotalResult {
-    /// Sum of deltas.
-    pub sum: i64,
-    /// Number of events.
-    pub count: u64,
-    /// Start actually covered (bucket-aligned), unix ms.
-    pub from_ms: i64,
-    /// End actually covered (exclusive), unix ms.
-    pub to_ms: i64,
-    /// Tiers that served the answer.
-    pub tiers: Tiers,
-    /// Buckets starting at or after this time may still grow.
-    pub closed_until_ms: i64,
+impl From<Response<'_>> for Answer {
+    fn from(r: Response<'_>) -> Self {
+        match r {
+            Response::HelloOk(ok) => Self::HelloOk(ok.into()),
+            Response::Pong => Self::Pong,
+            Response::IncrOk(ok) => Self::IncrOk(ok),
+            Response::RangeOk(ok) => Self::RangeOk(ok.into()),
+            Response::TotalOk(ok) => Self::TotalOk(ok),
+            Response::TopOk(ok) => Self::TopOk(ok.into()),
+            Response::SeriesOk(ok) => Self::SeriesOk(ok.into()),
+            Response::StatsOk(ok) => Self::StatsOk(ok.into()),
+            Response::AdminOk(ok) => Self::AdminOk(ok.message.into_owned()),
+            Response::Error(e) => Self::Error(e.into_owned()),
+        }
+    }
 }
 
-impl From<TotalOk> for TotalResult {
-    fn from(ok: TotalOk) -> Self {
+/// What the server announced in `HELLO_OK`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerInfo {
+    /// The server's software version, e.g. `tallyd 0.1.0`.
+    pub server_version: String,
+    /// Limits for the connection.
+    pub limits: Limits,
+    /// The role the token was granted.
+    pub role: Role,
+}
+
+impl From<HelloOk<'_>> for ServerInfo {
+    fn from(ok: HelloOk<'_>) -> Self {
         Self {
-            sum: ok.sum,
-            count: ok.count,
-            from_ms: ok.from_ms,
-            to_ms: ok.to_ms,
-            tiers: ok.tiers,
-            closed_until_ms: ok.closed_until_ms,
+            server_version: ok.server_version.to_owned(),
+            limits: ok.limits,
+            role: ok.role,
         }
     }
 }
@@ -115,7 +149,7 @@ pub struct RangeGroup {
     pub points: Vec<RangePoint>,
 }
 
-/// The answer to [`Client::range`](crate::Client::range).
+/// `RANGE_OK`, owned, its values of either kind as one [`Value`] type.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RangeResult {
     /// Tiers that served the answer.
@@ -164,7 +198,7 @@ impl From<RangeOk<'_>> for RangeResult {
     }
 }
 
-/// One entry of a top-K answer.
+/// One entry of a top-K answer, owned.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TopEntry {
     /// A series key, or a label value when the query grouped by a label.
@@ -175,7 +209,7 @@ pub struct TopEntry {
     pub count: u64,
 }
 
-/// The answer to [`Client::top`](crate::Client::top).
+/// `TOP_OK`, owned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopResult {
     /// Tiers that served the answer.
@@ -204,7 +238,7 @@ impl From<TopOk<'_>> for TopResult {
     }
 }
 
-/// The answer to [`Client::series`](crate::Client::series).
+/// `SERIES_OK`, owned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SeriesResult {
     /// Canonical series keys.
@@ -222,7 +256,7 @@ impl From<SeriesOk<'_>> for SeriesResult {
     }
 }
 
-/// The answer to [`Client::stats`](crate::Client::stats): server figures.
+/// `STATS_OK`, owned: server figures.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Stats {
     /// `(dotted name, value)` pairs in the server's order, e.g. `("wal.fsyncs", 12)`.
@@ -251,21 +285,10 @@ impl From<StatsOk<'_>> for Stats {
     }
 }
 
-/// What the server announced in `HELLO_OK` on the current connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerInfo {
-    /// The server's software version, e.g. `tallyd 0.1.0`.
-    pub server_version: String,
-    /// Limits for the connection.
-    pub limits: Limits,
-    /// The role the token was granted.
-    pub role: Role,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tallydb_protocol::{Label, Point};
+    use crate::response::{Label, Point};
 
     #[test]
     fn range_answers_are_owned() {
@@ -298,5 +321,13 @@ mod tests {
         };
         assert_eq!(s.get("wal.fsyncs"), Some(3));
         assert_eq!(s.get("nope"), None);
+    }
+
+    #[test]
+    fn answers_keep_their_opcode() {
+        let e = ErrorReply::new(crate::ErrorCode::Busy, String::from("later"));
+        let a = Answer::from(Response::Error(e));
+        assert_eq!(a.opcode(), Opcode::Error);
+        assert_eq!(a.opcode().name(), "ERROR");
     }
 }
