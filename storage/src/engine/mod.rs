@@ -19,7 +19,9 @@
 //! one compaction at a time) → `commit`'s write lock (WAL position, dedup state;
 //! held while a batch is logged and applied, never across I/O) → `tables`
 //! (memtable and the live version) → `dict`. `manifest` is taken alone or after
-//! `flush_lock`.
+//! `flush_lock` / `compact_lock`; a flush or compaction holding it to publish a
+//! manifest installs the new version (`tables`) or poisons the engine (the
+//! write lock) before releasing it.
 //!
 //! A failed fsync anywhere (the WAL's, or a flush's or compaction's of the
 //! dictionary, dedup checkpoint, segment directory or manifest) poisons the
