@@ -176,7 +176,7 @@ fn compaction_fixture(fs: &FaultFs, clock: &ManualClock) -> (Engine, (i64, u64))
 #[test]
 fn a_failed_manifest_fsync_during_compaction_poisons_writes() {
     let policy = |s: &Shared| {
-        let retention = s.opts.retention.clone();
+        let retention = s.opts.retention;
         let opts = s.opts.compaction;
         move |metas: &[SegmentMeta], now| choose(metas, &retention, &opts, now)
     };
