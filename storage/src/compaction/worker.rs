@@ -1,4 +1,4 @@
-//! The compaction worker: carries out what [`choose`](super::choose) picks. It
+//! The compaction worker: carries out what [`choose`] picks. It
 //! merges the chosen segments into one new segment, fsyncs it and its
 //! directory, publishes a manifest without the inputs, swaps the live version
 //! and removes the inputs. A failed directory or manifest fsync poisons the

@@ -2,18 +2,18 @@
 //! between the WAL, memtable, segments, manifest, dictionary and dedup state.
 //!
 //! Its rooms, in the order data flows:
-//! - [`recovery`](self::recovery): opening a directory: lock, format, manifest,
-//!   orphans, dedup checkpoint, WAL replay.
-//! - [`write`](self::write): the write path: validation, dedup, WAL append and
-//!   memtable insert of a batch, under one lock. Durability is
-//!   [`crate::wal::commit`]'s (group commit and the fsync policies).
-//! - [`flush`](self::flush): memtables to segments and a new checkpoint; the
-//!   compaction worker is [`crate::compaction::worker`].
-//! - [`background`](self::background): the maintenance and WAL writer threads.
-//! - [`snapshot`](self::snapshot): a consistent copy of the live data set.
-//! - [`select`](self::select) and [`read`](self::read): selector resolution and
-//!   range / total / top execution over memtables and segments.
-//! - [`state`](self::state): what the rooms share, and [`stats`](self::stats).
+//! - `recovery`: opening a directory: lock, format, manifest, orphans, dedup
+//!   checkpoint, WAL replay.
+//! - `write`: the write path: validation, dedup, WAL append and memtable insert
+//!   of a batch, under one lock. Durability is [`crate::wal::commit`]'s (group
+//!   commit and the fsync policies).
+//! - `flush`: memtables to segments and a new checkpoint; the compaction worker
+//!   is [`crate::compaction::worker`].
+//! - `background`: the maintenance and WAL writer threads.
+//! - `snapshot`: a consistent copy of the live data set.
+//! - `select` and `read`: selector resolution and range / total / top execution
+//!   over memtables and segments.
+//! - `state`: what the rooms share; `stats`: the figures.
 //!
 //! Locks, always taken in this order: `flush_lock` / `compact_lock` (one flush and
 //! one compaction at a time) → `commit`'s write lock (WAL position, dedup state;
@@ -23,10 +23,10 @@
 //! manifest installs the new version (`tables`) or poisons the engine (the
 //! write lock) before releasing it.
 //!
-//! A failed fsync anywhere (the WAL's, or a flush's or compaction's of the
-//! dictionary, dedup checkpoint, segment directory or manifest) poisons the
-//! engine: writes are refused with [`Error::Poisoned`] saying why, reads go on,
-//! and a restart recovers from the WAL.
+//! A failed fsync of the WAL, or during a flush or compaction of the segment
+//! directory, dictionary, dedup checkpoint or manifest, poisons the engine:
+//! writes are refused with [`Error::Poisoned`] saying why, reads go on, and a
+//! restart recovers from the WAL.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};

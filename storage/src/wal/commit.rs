@@ -1,14 +1,15 @@
 //! Group commit: where an accepted batch becomes durable.
 //!
 //! The write path appends each batch's record to an in-memory WAL buffer under
-//! the engine's write lock ([`LogState`]) and gets an LSN. This module turns
+//! the engine's write lock (`LogState`) and gets an LSN. This module turns
 //! buffered LSNs into written and fsynced ones: whichever thread finds no I/O in
 //! progress writes the whole buffer with one `write` (and one fsync), without
 //! holding the lock, so concurrent writers share a single fsync.
 //!
 //! The durability contract, per [`FsyncPolicy`]:
-//! - `always`: [`GroupCommit::wait`] (and the [`Durable`] future) returns only
-//!   once the batch's record is fsynced. An acknowledged batch survives power loss.
+//! - `always`: [`Engine::wait`](crate::Engine::wait) (and the [`Durable`]
+//!   future) returns only once the batch's record is fsynced. An acknowledged
+//!   batch survives power loss.
 //! - `interval:<ms>`: a batch is acknowledged once buffered; the WAL writer
 //!   thread writes and fsyncs every interval, so power loss or a crash loses at
 //!   most the last interval.
