@@ -109,6 +109,9 @@ impl Shared {
             retention: &self.opts.retention,
             known: read(&self.dict).len(),
         };
+        // One critical section from here on: the LSN order, the dedup state and
+        // the memtable change together, and a bad event leaves all three as
+        // they were.
         let mut ws = self.commit.lock();
         ws.log.check_accepting()?;
         if let Some(retry) = check_producer(&ws, batch)? {
