@@ -129,6 +129,13 @@ pub enum Error {
     /// The engine is closed.
     #[error("the storage engine is closed")]
     Closed,
+    /// The compaction policy kept choosing work past the most tasks the live
+    /// segments can need: it does not converge, so the run stopped.
+    #[error("compaction stopped after {tasks} tasks: the policy kept choosing work past the most the live segments can need")]
+    CompactionRunaway {
+        /// Tasks run before stopping.
+        tasks: usize,
+    },
 }
 
 /// Shorthand for engine results.

@@ -1024,6 +1024,12 @@ fn run_ops(start: i64, ops: &[Op]) -> Result<(), TestCaseError> {
                 h.fs.clear_faults();
                 match res {
                     Ok(()) | Err(Error::Io { .. }) => {}
+                    // A failed fsync is never retried: writes stop until a restart.
+                    Err(Error::Poisoned { .. }) if *fault == Fault::Sync => {
+                        if !*crash {
+                            h.reopen()?;
+                        }
+                    }
                     Err(e) => return Err(fail(e)),
                 }
                 if *crash {

@@ -7,9 +7,13 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 
+use super::select::resolve_ids;
 use super::*;
+use crate::query::{Matcher, TopEntry};
 use crate::testing::FaultFs;
+use crate::time::Retention;
 use crate::time::{Clock, ManualClock, DAY_MS, HOUR_MS, MINUTE_MS};
+use crate::FsyncPolicy;
 
 const SERIES: u32 = 64;
 const START: i64 = 1_000 * DAY_MS + 7 * HOUR_MS + 13 * MINUTE_MS;

@@ -4,6 +4,8 @@
 //! Every event was counted once into each tier that covers it, so merging by
 //! summing keeps every tier exact whatever the order of flushes and merges; an
 //! hour cell stays the sum of its minutes and a day cell the sum of its hours.
+//!
+//! [`worker`] carries the chosen tasks out against the live engine.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -12,6 +14,8 @@ use std::sync::Arc;
 use crate::error::Result;
 use crate::segment::{CellRow, Segment, SegmentIter, SegmentMeta};
 use crate::time::{Retention, Tier, DAY_MS};
+
+pub mod worker;
 
 /// Tuning of the compaction policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,6 +5,9 @@
 //! where the CRC covers `len`, `type` and the payload, so a zero-filled tail never
 //! passes. Recovery accepts only a torn tail: damage followed by a valid record is
 //! corruption and is reported with file and offset.
+//!
+//! [`commit`] holds group commit: how buffered records become written and
+//! fsynced, and the durability contract of each fsync policy.
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -17,6 +20,8 @@ use crate::dedup::EventId;
 use crate::error::{Error, Result};
 use crate::fs::{FileSystem, WritableFile};
 use crate::series::MAX_KEY_LEN;
+
+pub mod commit;
 
 /// Magic at the start of every WAL file.
 pub const WAL_MAGIC: [u8; 8] = *b"TALLYWAL";
