@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 
+use crate::block_cache::BlockCache;
 use crate::cell::Cell;
 use crate::compaction::{choose, CompactionTask, MergeIter};
 use crate::dedup::{AppliedSeq, DedupState, EventId, SeqCheck};
@@ -30,7 +31,7 @@ use crate::query::{
     TopEntry, TopQuery, TopResult, TotalResult, Value,
 };
 use crate::replay::Replay;
-use crate::segment::{self, Segment, SegmentMeta, SegmentWriter};
+use crate::segment::{self, BlockRuns, Segment, SegmentMeta, SegmentWriter};
 use crate::series::SeriesKey;
 use crate::sweep::{Access, Sums, MEMTABLE_LOOKUP_ENTRIES, SEGMENT_LOOKUP_CELLS};
 use crate::time::{Retention, Tier};
@@ -364,7 +365,7 @@ struct Shared {
     bg_cond: Condvar,
     counters: Counters,
     recovery: RecoveryReport,
-    blocks: Arc<segment::DecodedBlocks>,
+    blocks: Arc<BlockCache<BlockRuns>>,
     _lock: Box<dyn DirLock>,
 }
 
@@ -580,7 +581,7 @@ impl Engine {
             bg_cond: Condvar::new(),
             counters: Counters::default(),
             recovery: report,
-            blocks: Arc::new(segment::DecodedBlocks::new(opts.block_cache_bytes)),
+            blocks: Arc::new(BlockCache::new(opts.block_cache_bytes)),
             _lock: dir_lock,
             dir,
             opts,
@@ -1764,7 +1765,7 @@ impl Shared {
                 }
             }
         }
-        let mut cache = segment::BlockCache::with_shared(Arc::clone(&self.blocks));
+        let mut cache = segment::BlockScratch::with_shared(Arc::clone(&self.blocks));
         for seg in &version.segments {
             let m = seg.meta();
             for p in plan.pieces.iter().filter(|p| {
@@ -1819,7 +1820,7 @@ impl Shared {
         for fr in &version.frozen {
             mem_sums(&fr.mem, sums);
         }
-        let mut cache = segment::BlockCache::with_shared(Arc::clone(&self.blocks));
+        let mut cache = segment::BlockScratch::with_shared(Arc::clone(&self.blocks));
         for seg in &version.segments {
             let m = seg.meta();
             for p in plan.pieces.iter().filter(|p| {

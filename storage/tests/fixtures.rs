@@ -31,7 +31,7 @@ use tallydb_storage::dedup::DedupState;
 use tallydb_storage::engine::{
     format_file_contents, DICT_FILE, FORMAT_FILE, MANIFEST_FILE, SEGMENTS_DIR, WAL_DIR,
 };
-use tallydb_storage::fs::{FileSystem, OsFs};
+use tallydb_storage::fs::OsFs;
 use tallydb_storage::manifest::Manifest;
 use tallydb_storage::segment::{self, Segment, SegmentWriter};
 use tallydb_storage::time::{Tier, DAY_MS, HOUR_MS, MINUTE_MS};
