@@ -31,14 +31,15 @@ use tallydb_storage::dedup::DedupState;
 use tallydb_storage::engine::{
     format_file_contents, DICT_FILE, FORMAT_FILE, MANIFEST_FILE, SEGMENTS_DIR, WAL_DIR,
 };
+use tallydb_storage::format::Version;
 use tallydb_storage::fs::OsFs;
 use tallydb_storage::manifest::Manifest;
 use tallydb_storage::segment::{self, Segment, SegmentWriter};
 use tallydb_storage::time::{Tier, DAY_MS, HOUR_MS, MINUTE_MS};
 use tallydb_storage::verify::{verify, VerifyOptions};
 use tallydb_storage::{
-    dict, wal, Batch, Engine, Event, EventId, FsyncPolicy, ManualClock, Options, ProducerSeq,
-    Selector, TopQuery,
+    dict, wal, Batch, Engine, Error, Event, EventId, FsyncPolicy, ManualClock, Options,
+    ProducerSeq, Selector, TopQuery,
 };
 
 /// The format version whose fixture the generator writes.
@@ -439,4 +440,77 @@ fn the_v1_backup_manifest_decodes_and_checks() {
     assert_eq!(m.files.len(), names(&dir.join(SEGMENTS_DIR)).len() + 4);
     let problems = backup::check_backup_manifest(&OsFs, &dir, &mut |_| {}).unwrap();
     assert_eq!(problems, Some(vec![]));
+}
+
+/// Rewrites the version field of a binary file's header to `version` and
+/// fixes the checksum that covers it: what a newer build would have written.
+fn bump_version(path: &Path, version: u16, seal: Seal) {
+    let mut b = read(path);
+    b[8..10].copy_from_slice(&version.to_le_bytes());
+    let end = match seal {
+        Seal::Header(len) => len - 4,
+        Seal::File => b.len() - 4,
+    };
+    let crc = tallydb_storage::coding::crc32(&[&b[..end]]);
+    b[end..end + 4].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(path, b).unwrap();
+}
+
+/// Where the checksum covering a header sits.
+#[derive(Clone, Copy)]
+enum Seal {
+    /// At the end of a header of this many bytes.
+    Header(usize),
+    /// At the end of the file.
+    File,
+}
+
+#[track_caller]
+fn assert_unsupported<T: std::fmt::Debug>(r: tallydb_storage::Result<T>, file: &Path) {
+    match r {
+        Err(Error::UnsupportedVersion {
+            file: f,
+            found,
+            supported,
+            ..
+        }) => {
+            assert_eq!(f, file);
+            assert_eq!(found, 2);
+            assert_eq!(supported, &[Version::V1]);
+        }
+        other => panic!(
+            "expected UnsupportedVersion for {}, got {other:?}",
+            file.display()
+        ),
+    }
+}
+
+#[test]
+fn a_file_of_a_newer_version_is_refused_naming_it_and_the_versions() {
+    // A segment, the WAL and the manifest, each on its own copy.
+    let (_tmp, dir) = copy_of("data");
+    let seg = dir.join(SEGMENTS_DIR).join(segment::file_name(1));
+    bump_version(&seg, 2, Seal::Header(segment::HEADER_LEN));
+    assert_unsupported(Engine::open(&dir, options(NOW)).map(|_| ()), &seg);
+
+    let (_tmp, dir) = copy_of("data");
+    let wal_dir = dir.join(WAL_DIR);
+    let wal_file = wal_dir.join(&names(&wal_dir)[0]);
+    bump_version(&wal_file, 2, Seal::Header(wal::WAL_HEADER_LEN));
+    assert_unsupported(Engine::open(&dir, options(NOW)).map(|_| ()), &wal_file);
+
+    let (_tmp, dir) = copy_of("data");
+    let manifest = dir.join(MANIFEST_FILE);
+    bump_version(&manifest, 2, Seal::File);
+    assert_unsupported(Engine::open(&dir, options(NOW)).map(|_| ()), &manifest);
+
+    // The text header of BACKUP-MANIFEST, its checksum line fixed.
+    let (_tmp, dir) = copy_of("backup");
+    let text = String::from_utf8(read(&dir.join(BACKUP_MANIFEST_FILE))).unwrap();
+    let body = text.replacen("tallydb backup manifest 1", "tallydb backup manifest 2", 1);
+    let body = &body[..body.trim_end().rfind('\n').unwrap() + 1];
+    let crc = tallydb_storage::coding::crc32(&[body.as_bytes()]);
+    let bumped = format!("{body}crc32 {crc:08x}\n");
+    let path = Path::new(BACKUP_MANIFEST_FILE);
+    assert_unsupported(BackupManifest::decode(path, bumped.as_bytes()), path);
 }
