@@ -246,7 +246,7 @@ pub fn seal(header: &mut Vec<u8>) {
 }
 
 /// Checks that the last [`SEAL_LEN`] bytes of `header` are the CRC32 of the
-/// bytes before them.
+/// bytes before them (a `header` shorter than that never matches).
 pub fn check_seal(header: &[u8]) -> Result<(), HeaderFault> {
     let Some(split) = header.len().checked_sub(SEAL_LEN) else {
         return Err(HeaderFault::Seal {
