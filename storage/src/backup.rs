@@ -26,12 +26,11 @@ use std::path::{Path, PathBuf};
 use crate::coding::crc32;
 use crate::engine::{LOCK_FILE, SEGMENTS_DIR, WAL_DIR};
 use crate::error::{Error, Result};
+use crate::format::{self, FileKind};
 use crate::fs::{write_atomic, FileSystem};
 
 /// Name of the backup manifest inside a backup directory.
 pub const BACKUP_MANIFEST_FILE: &str = "BACKUP-MANIFEST";
-/// First line of a backup manifest.
-pub const BACKUP_MANIFEST_HEADER: &str = "tallydb backup manifest 1";
 
 /// One file listed in a backup manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,7 +58,8 @@ impl BackupManifest {
     /// The text form.
     pub fn encode(&self) -> String {
         let mut s = format!(
-            "{BACKUP_MANIFEST_HEADER}\ncreated_ms {}\nsource {}\n",
+            "{}\ncreated_ms {}\nsource {}\n",
+            format::text_header(FileKind::BackupManifest),
             self.created_ms,
             self.source.replace(['\n', '\r'], " ")
         );
@@ -110,8 +110,14 @@ impl BackupManifest {
             let l = line.trim_end_matches('\n');
             let bad_line = || bad(at, format!("unreadable line {l:?}"));
             if i == 0 {
-                if l != BACKUP_MANIFEST_HEADER {
-                    return Err(bad(0, format!("not a backup manifest (first line {l:?})")));
+                // The checksum above covers this line: an unknown version is
+                // a newer manifest, not damage.
+                match format::read_text_header(l, FileKind::BackupManifest) {
+                    Ok(_) => {}
+                    Err(f @ format::HeaderFault::Version { .. }) => return Err(f.at(path)),
+                    Err(_) => {
+                        return Err(bad(0, format!("not a backup manifest (first line {l:?})")))
+                    }
                 }
             } else if let Some(v) = l.strip_prefix("created_ms ") {
                 m.created_ms = v.parse().map_err(|_| bad_line())?;

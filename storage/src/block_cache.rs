@@ -1,7 +1,10 @@
-//! The engine-wide cache of decoded segment blocks: decompressed, verified
-//! payloads indexed by series run ([`BlockRuns`]), shared by every query, so that
-//! repeated queries over the same recent data skip the checksum, the
-//! decompression and the column scan.
+//! The engine-wide cache of decoded segment blocks ([`BlockCache`]):
+//! decompressed, verified payloads indexed by series run
+//! (`segment::BlockRuns`), shared by every query, so that repeated queries over
+//! the same recent data skip the checksum, the decompression and the column
+//! scan. Generic over what a decoded block is, so this module knows nothing
+//! of the segment format; a query reaches it through its
+//! `segment::BlockScratch`.
 //!
 //! Bounded in bytes and split into shards, each a FIFO queue with a second
 //! chance for entries read since they were last considered for eviction
@@ -13,44 +16,59 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use rustc_hash::FxHashMap;
 
-use crate::segment::BlockRuns;
-
 /// Shards: independent locks, so concurrent queries rarely wait on each other.
 const SHARDS: usize = 16;
 
 type Key = (u64, usize);
 
-#[derive(Debug, Default)]
-struct Shard {
-    map: FxHashMap<Key, (Arc<BlockRuns>, bool)>,
+/// What the cache holds: something that knows its size in memory.
+pub trait Weigh {
+    /// Bytes held, for the cache's bound.
+    fn approx_bytes(&self) -> usize;
+}
+
+#[derive(Debug)]
+struct Shard<V> {
+    map: FxHashMap<Key, (Arc<V>, bool)>,
     queue: VecDeque<Key>,
     bytes: usize,
 }
 
-/// Decoded blocks shared by all queries of an engine, bounded in bytes.
-#[derive(Debug)]
-pub struct DecodedBlocks {
-    shard_bytes: usize,
-    shards: Vec<Mutex<Shard>>,
+impl<V> Default for Shard<V> {
+    fn default() -> Self {
+        Shard {
+            map: FxHashMap::default(),
+            queue: VecDeque::new(),
+            bytes: 0,
+        }
+    }
 }
 
-impl DecodedBlocks {
+/// Decoded blocks shared by all queries of an engine, bounded in bytes, keyed
+/// by `(segment id, block index)`.
+#[derive(Debug)]
+pub struct BlockCache<V> {
+    shard_bytes: usize,
+    shards: Vec<Mutex<Shard<V>>>,
+}
+
+impl<V: Weigh> BlockCache<V> {
     /// A cache holding at most about `capacity` bytes; 0 disables it.
     pub fn new(capacity: usize) -> Self {
-        DecodedBlocks {
+        BlockCache {
             shard_bytes: capacity / SHARDS,
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
         }
     }
 
-    fn shard(&self, key: Key) -> MutexGuard<'_, Shard> {
+    fn shard(&self, key: Key) -> MutexGuard<'_, Shard<V>> {
         let h = key.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (key.1 as u64);
         let i = (h.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize % SHARDS;
         self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The cached block `key`, marking it recently used.
-    pub fn get(&self, key: Key) -> Option<Arc<BlockRuns>> {
+    pub fn get(&self, key: Key) -> Option<Arc<V>> {
         if self.shard_bytes == 0 {
             return None;
         }
@@ -63,7 +81,7 @@ impl DecodedBlocks {
 
     /// Caches block `key`, evicting the oldest unused blocks beyond the bound.
     /// A block larger than a shard's share is not cached.
-    pub fn insert(&self, key: Key, runs: Arc<BlockRuns>) {
+    pub fn insert(&self, key: Key, runs: Arc<V>) {
         let size = runs.approx_bytes();
         if size > self.shard_bytes {
             return;
@@ -107,57 +125,41 @@ impl DecodedBlocks {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cell::Cell;
-    use crate::segment::{CellRow, Segment, SegmentWriter};
-    use crate::testing::FaultFs;
-    use crate::time::Tier;
-    use std::path::Path;
 
-    fn blocks(n: u32) -> Arc<Segment> {
-        let fs = FaultFs::new();
-        let mut w = SegmentWriter::create(&fs, Path::new("c.seg"), 3, Tier::Minute, i64::MIN)
-            .expect("create");
-        for s in 0..n {
-            for b in 0..4096 {
-                w.push(CellRow {
-                    series: s,
-                    bucket: b,
-                    cell: Cell::of(i64::from(s) + 1),
-                })
-                .expect("push");
-            }
+    /// A stand-in for a decoded block: its number and its size.
+    #[derive(Debug, PartialEq, Eq)]
+    struct Block(usize, usize);
+
+    impl Weigh for Block {
+        fn approx_bytes(&self) -> usize {
+            self.1
         }
-        w.finish().expect("finish");
-        Segment::open(&fs, Path::new("c.seg")).expect("open")
     }
 
     #[test]
     fn stays_within_its_bound_and_keeps_blocks_in_use() {
-        let seg = blocks(64);
-        let one = seg.block_runs(0).expect("block").approx_bytes();
+        let one = 1000;
+        let blocks = 300;
         // Room for about four blocks per shard.
-        let cache = DecodedBlocks::new(one * 4 * SHARDS + SHARDS);
-        for i in 0..seg.blocks().len() {
-            cache.insert((3, i), Arc::new(seg.block_runs(i).expect("block")));
+        let cache = BlockCache::new(one * 4 * SHARDS + SHARDS);
+        for i in 0..blocks {
+            cache.insert((3, i), Arc::new(Block(i, one)));
             assert!(cache.get((3, 0)).is_some(), "block 0 evicted at {i}");
             assert!(cache.bytes() <= one * 4 * SHARDS + SHARDS);
         }
-        let held = (0..seg.blocks().len())
-            .filter(|i| cache.get((3, *i)).is_some())
-            .count();
-        assert!(held < seg.blocks().len(), "nothing was evicted");
-        let r = cache.get((3, 0)).expect("block 0");
-        let mut got = Vec::new();
-        r.scan(0, 10, 13, &mut |b, c| got.push((b, c.sum)))
-            .expect("scan");
-        assert_eq!(got, vec![(10, 1), (11, 1), (12, 1)]);
+        let held = (0..blocks).filter(|i| cache.get((3, *i)).is_some()).count();
+        assert!(held < blocks, "nothing was evicted");
+        assert!(held >= 2 * SHARDS, "too little kept: {held}");
+        assert_eq!(*cache.get((3, 0)).expect("block 0"), Block(0, one));
+        // A block larger than a shard's share is not cached.
+        cache.insert((4, 0), Arc::new(Block(0, one * 5)));
+        assert!(cache.get((4, 0)).is_none());
     }
 
     #[test]
     fn zero_capacity_caches_nothing() {
-        let seg = blocks(1);
-        let cache = DecodedBlocks::new(0);
-        cache.insert((3, 0), Arc::new(seg.block_runs(0).expect("block")));
+        let cache = BlockCache::new(0);
+        cache.insert((3, 0), Arc::new(Block(0, 1)));
         assert!(cache.get((3, 0)).is_none());
         assert_eq!(cache.bytes(), 0);
     }

@@ -1,4 +1,7 @@
-//! The cell: the aggregate of one series in one bucket of one tier.
+//! The cell: the aggregate of one series in one bucket of one tier; a cell
+//! with its coordinates ([`CellRow`]); and [`SeriesSums`], through which the
+//! stores (memtable, segments) hand per-series sums to the query side without
+//! knowing what it does with them.
 
 /// `sum`, `count`, `min` and `max` of the deltas counted into one bucket.
 ///
@@ -52,4 +55,32 @@ impl Cell {
     pub fn avg(&self) -> Option<f64> {
         (self.count > 0).then(|| self.sum as f64 / self.count as f64)
     }
+}
+
+/// One cell with its coordinates: what the memtable hands a flush and a
+/// segment yields when iterated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CellRow {
+    /// Series id from the dictionary.
+    pub series: u32,
+    /// Bucket index within the tier.
+    pub bucket: i64,
+    /// The aggregate.
+    pub cell: Cell,
+}
+
+/// Receives the sum and count of selected series from a sweep over a store
+/// (a memtable or a segment), and says which series it wants. Implemented by
+/// the query side's accumulator (`sweep::Sums`), so the stores import no
+/// query code; sweeps are generic over it, so their inner loops have no
+/// dynamic call.
+pub trait SeriesSums {
+    /// True if `series` is wanted.
+    fn selects(&self, series: u32) -> bool;
+    /// True if any series in `first..=last` is wanted.
+    fn any_in(&self, first: u32, last: u32) -> bool;
+    /// The smallest and largest wanted series, `None` if none is.
+    fn id_range(&self) -> Option<(u32, u32)>;
+    /// Adds `sum` and `count` to `series` (called only for wanted series).
+    fn add(&mut self, series: u32, sum: i64, count: u64);
 }

@@ -11,11 +11,7 @@ use std::collections::VecDeque;
 use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::coding::{crc32, put_i64, put_u16, put_u32, put_u64, Reader};
-
-/// Magic at the start of a dedup checkpoint file.
-pub const DEDUP_MAGIC: [u8; 8] = *b"TALLYDDP";
-/// Dedup checkpoint format version.
-pub const DEDUP_VERSION: u16 = 1;
+use crate::format::{self, FileKind, PREFIX_LEN};
 
 /// A 64-bit digest of a client's event id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -182,9 +178,7 @@ impl DedupState {
     /// Serialises the state into a checkpoint file image.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(32 + self.producers.len() * 40 + self.expiry.len() * 16);
-        out.extend_from_slice(&DEDUP_MAGIC);
-        put_u16(&mut out, DEDUP_VERSION);
-        put_u16(&mut out, 0);
+        format::put_prefix(&mut out, FileKind::DedupCheckpoint, [0, 0]);
         put_u64(&mut out, self.producers.len() as u64);
         let mut producers: Vec<_> = self.producers.iter().collect();
         producers.sort_unstable_by_key(|(id, _)| **id);
@@ -222,21 +216,13 @@ impl DedupState {
                 format!("checksum mismatch: stored {stored:#010x}, computed {crc:#010x}"),
             ));
         }
-        if body[..8] != DEDUP_MAGIC {
-            return Err((0, "bad magic: not a dedup checkpoint".into()));
-        }
+        format::read_prefix(body, FileKind::DedupCheckpoint)
+            .map_err(|f| (f.offset(), f.to_string()))?;
         let mut r = Reader::new(&body[8..]);
         let e = |r: &Reader<'_>, f: crate::coding::DecodeFault| {
             ((8 + r.position()) as u64, f.to_string())
         };
-        let version = r.u16().map_err(|f| e(&r, f))?;
-        if version != DEDUP_VERSION {
-            return Err((
-                8,
-                format!("dedup format version {version}, this build reads {DEDUP_VERSION}"),
-            ));
-        }
-        r.u16().map_err(|f| e(&r, f))?;
+        r.take(PREFIX_LEN - 8).map_err(|f| e(&r, f))?;
         let mut s = DedupState::new();
         let n = r.u64().map_err(|f| e(&r, f))?;
         if n.saturating_mul(34) > r.remaining() as u64 {

@@ -20,15 +20,12 @@ use hashbrown::HashTable;
 
 use crate::coding::{crc32, put_u32, Reader};
 use crate::error::{Error, Result};
+use crate::format::{self, FileKind, PREFIX_LEN};
 use crate::fs::FileSystem;
 use crate::series::{SeriesKey, SeriesKeyRef, MAX_KEY_LEN};
 
-/// Magic at the start of `series.dict`.
-pub const DICT_MAGIC: [u8; 8] = *b"TALLYDIC";
-/// Dictionary file format version.
-pub const DICT_VERSION: u16 = 1;
-/// Size of the file header.
-pub const DICT_HEADER_LEN: usize = 12;
+/// Size of the file header: the common prefix of [`crate::format`], nothing more.
+pub const DICT_HEADER_LEN: usize = PREFIX_LEN;
 
 /// Ids per block of [`Keys`]: small enough that a block's keys span less than
 /// 64 KiB, so a key's start fits a `u16` offset from its block's start.
@@ -410,9 +407,7 @@ pub fn encode_records(dict: &SeriesDict, from: u32, to: u32, out: &mut Vec<u8>) 
 /// The file header of `series.dict`.
 pub fn header() -> Vec<u8> {
     let mut h = Vec::with_capacity(DICT_HEADER_LEN);
-    h.extend_from_slice(&DICT_MAGIC);
-    h.extend_from_slice(&DICT_VERSION.to_le_bytes());
-    h.extend_from_slice(&[0, 0]);
+    format::put_prefix(&mut h, FileKind::Dictionary, [0, 0]);
     h
 }
 
@@ -453,24 +448,13 @@ pub fn load(fs: &dyn FileSystem, path: &Path, committed_len: u64) -> Result<Seri
 /// read-only checks such as [`crate::verify`].
 pub fn decode(path: &Path, committed: &[u8]) -> Result<SeriesDict> {
     let mut dict = SeriesDict::new();
-    if committed.len() < DICT_HEADER_LEN || committed[..8] != DICT_MAGIC {
-        return Err(Error::corrupt(
-            path,
-            0,
-            "bad magic: not a series dictionary",
-        ));
-    }
-    let version = u16::from_le_bytes([committed[8], committed[9]]);
-    if version != DICT_VERSION {
-        return Err(Error::corrupt(
-            path,
-            8,
-            format!("dictionary format version {version}, this build reads {DICT_VERSION}"),
-        ));
-    }
-    // The header has no checksum of its own: the reserved field must read as
-    // written, or a flipped bit there would go unnoticed.
-    let reserved = u16::from_le_bytes([committed[10], committed[11]]);
+    // The header has no checksum of its own, so a version this build does
+    // not read cannot be told from a flipped bit: both are corruption (a
+    // newer directory is refused earlier, by its FORMAT file). For the same
+    // reason the reserved field must read as written.
+    let prefix =
+        format::read_prefix(committed, FileKind::Dictionary).map_err(|f| f.corrupt_at(path))?;
+    let reserved = u16::from_le_bytes(prefix.field);
     if reserved != 0 {
         return Err(Error::corrupt(
             path,

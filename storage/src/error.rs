@@ -36,6 +36,22 @@ pub enum Error {
         /// The version this build understands.
         expected: u32,
     },
+    /// A file was written by a format version this build does not read (its
+    /// header is otherwise intact).
+    #[error(
+        "{file}: {what} format version {found}, this build reads {}",
+        crate::format::versions(supported)
+    )]
+    UnsupportedVersion {
+        /// The file.
+        file: PathBuf,
+        /// What the file is ("segment file").
+        what: &'static str,
+        /// The version the file declares.
+        found: u16,
+        /// The versions this build reads.
+        supported: &'static [crate::format::Version],
+    },
     /// Stored bytes fail a check: a checksum, a magic number, a length, a field.
     #[error("corruption in {file} at offset {offset}: {reason}")]
     Corrupt {

@@ -33,7 +33,8 @@ pub trait FileSystem: Send + Sync + Debug + 'static {
     fn append(&self, path: &Path) -> io::Result<Box<dyn WritableFile>>;
     /// Reads a whole file.
     fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
-    /// Maps a whole file read-only; the file must never change while mapped.
+    /// Maps a whole file read-only; the file must be complete and must never
+    /// change while mapped (see the safety note in [`OsFs`]'s implementation).
     fn map(&self, path: &Path) -> io::Result<Mapped>;
     /// Atomically renames `from` to `to`, replacing `to`.
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
@@ -114,10 +115,26 @@ impl FileSystem for OsFs {
         if file.metadata()?.len() == 0 {
             return Ok(Arc::new(Vec::<u8>::new()));
         }
-        // SAFETY: the engine maps only segment files, which are written once,
-        // fsynced and renamed into place before being mapped, and are never
-        // modified afterwards (they are only ever deleted, which keeps the mapping
-        // valid on every platform we support).
+        // SAFETY: a mapping is sound only while nobody changes the file. What
+        // holds for every file TallyDB maps:
+        // - Segments are written at their final name (not renamed into
+        //   place) by a `SegmentWriter`, through the only handle ever opened
+        //   for writing on that path (`create` uses `create_new`, so it is a
+        //   new file). The engine maps a segment only after
+        //   `SegmentWriter::finish` has written the footer and fsynced the
+        //   file and the writer is dropped: a mapped segment is complete. A
+        //   crash mid-write leaves a partial file no manifest names, removed
+        //   at the next open before anything is mapped.
+        // - No code opens a segment for writing again or truncates it; it is
+        //   only ever deleted (compaction inputs after the version swap,
+        //   orphans at open), and unlinking keeps existing mappings valid on
+        //   every platform we support.
+        // - The other callers (verify, offline reads, backup manifests,
+        //   restore's copy) map files of a finished backup, or of a data
+        //   directory no engine holds (their callers take its lock first),
+        //   which nothing writes meanwhile.
+        // What no code can rule out is another process truncating a mapped
+        // file; the data directory belongs to one server alone (DESIGN.md).
         #[allow(unsafe_code)]
         let map = unsafe { memmap2::Mmap::map(&file)? };
         Ok(Arc::new(OsMap(map)))

@@ -20,7 +20,9 @@ use crate::fs::FileSystem;
 use crate::manifest::Manifest;
 use crate::query::{Agg, RangeQuery, Selector, Step, TopQuery, Value, TIME_LIMIT};
 use crate::replay::{Replay, WalFileInfo};
-use crate::segment::{self, BlockCache, CellRow, Segment, SegmentMeta, SegmentWriter, HEADER_LEN};
+use crate::segment::{
+    self, BlockScratch, CellRow, Segment, SegmentMeta, SegmentWriter, HEADER_LEN,
+};
 use crate::series::SeriesKey;
 use crate::testing::FaultFs;
 use crate::time::{ManualClock, Retention, Tier, DAY_MS, HOUR_MS, MINUTE_MS};
@@ -822,7 +824,7 @@ fn check_scans(seg: &Segment, all: &[CellRow], intact: bool) {
         }
         for (from, to) in ranges {
             let mut got: Vec<(i64, Cell)> = Vec::new();
-            let mut cache = BlockCache::default();
+            let mut cache = BlockScratch::default();
             let res = seg.scan_series(s, from, to, &mut cache, &mut |b, c| got.push((b, *c)));
             let want: Vec<(i64, Cell)> = all
                 .iter()

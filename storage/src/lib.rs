@@ -19,7 +19,8 @@
 //!   [`sweep`]: the per-series sums behind totals and top-k, and the choice
 //!   per source between looking series up and sweeping it in order.
 //! - [`cell`], [`time`]: cells, tiers, buckets, retention, clocks;
-//!   [`coding`]: byte encodings; [`fs`]: the file-access trait, with
+//!   [`coding`]: byte encodings; [`format`]: the magic, version and
+//!   checksum header every file format shares; [`fs`]: the file-access trait, with
 //!   [`testing::FaultFs`] to simulate crashes, failed I/O and full disks.
 //! - Operator tools (`tally-admin`): [`offline`]: read-only loading of a data
 //!   directory no engine holds (WAL replayed in memory); [`verify`]: the
@@ -37,6 +38,7 @@ pub mod dedup;
 pub mod dict;
 pub mod engine;
 pub mod error;
+pub mod format;
 pub mod fs;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -4,16 +4,13 @@
 
 use std::path::Path;
 
-use crate::coding::{crc32, put_i64, put_u16, put_u32, put_u64, Reader};
+use crate::coding::{crc32, put_i64, put_u32, put_u64, Reader};
 use crate::error::{Error, Result};
+use crate::format::{self, FileKind, PREFIX_LEN};
 use crate::fs::{write_atomic, FileSystem};
 use crate::segment::SegmentMeta;
 use crate::time::Tier;
 
-/// Magic at the start of the manifest.
-pub const MANIFEST_MAGIC: [u8; 8] = *b"TALLYMAN";
-/// Manifest format version.
-pub const MANIFEST_VERSION: u16 = 1;
 /// Bytes of one segment entry.
 const SEGMENT_ENTRY_LEN: usize = 8 + 1 + 8 + 8 + 8 + 8;
 
@@ -38,9 +35,7 @@ impl Manifest {
     /// Serialises the manifest.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(64 + self.segments.len() * SEGMENT_ENTRY_LEN);
-        out.extend_from_slice(&MANIFEST_MAGIC);
-        put_u16(&mut out, MANIFEST_VERSION);
-        put_u16(&mut out, 0);
+        format::put_prefix(&mut out, FileKind::Manifest, [0, 0]);
         put_u64(&mut out, self.checkpoint_lsn);
         put_u64(&mut out, self.next_segment_id);
         put_u64(&mut out, self.dict_len);
@@ -63,7 +58,7 @@ impl Manifest {
     /// Parses a manifest image; `path` is used in errors.
     pub fn decode(path: &Path, bytes: &[u8]) -> Result<Manifest> {
         let bad = |at: usize, reason: String| Error::corrupt(path, at as u64, reason);
-        if bytes.len() < 12 + 4 {
+        if bytes.len() < PREFIX_LEN + 4 {
             return Err(bad(0, "file too short for a manifest".into()));
         }
         let (body, tail) = bytes.split_at(bytes.len() - 4);
@@ -75,20 +70,12 @@ impl Manifest {
                 format!("checksum mismatch: stored {stored:#010x}, computed {crc:#010x}"),
             ));
         }
-        if body[..8] != MANIFEST_MAGIC {
-            return Err(bad(0, "bad magic: not a manifest".into()));
-        }
+        // The checksum covers the header: an unknown version is a newer
+        // file, not damage.
+        format::read_prefix(body, FileKind::Manifest).map_err(|e| e.at(path))?;
         let mut r = Reader::new(body);
         let f = |r: &Reader<'_>, e: crate::coding::DecodeFault| bad(r.position(), e.to_string());
-        r.take(8).map_err(|e| f(&r, e))?;
-        let version = r.u16().map_err(|e| f(&r, e))?;
-        if version != MANIFEST_VERSION {
-            return Err(bad(
-                8,
-                format!("manifest format version {version}, this build reads {MANIFEST_VERSION}"),
-            ));
-        }
-        r.u16().map_err(|e| f(&r, e))?;
+        r.take(PREFIX_LEN).map_err(|e| f(&r, e))?;
         let mut m = Manifest {
             checkpoint_lsn: r.u64().map_err(|e| f(&r, e))?,
             next_segment_id: r.u64().map_err(|e| f(&r, e))?,

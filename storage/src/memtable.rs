@@ -25,9 +25,7 @@
 
 use rustc_hash::FxHashMap;
 
-use crate::cell::Cell;
-use crate::segment::CellRow;
-use crate::sweep::Sums;
+use crate::cell::{Cell, CellRow, SeriesSums};
 use crate::time::Tier;
 
 /// Approximate bytes of one full memtable cell (bucket and cell), for the flush
@@ -262,7 +260,14 @@ impl Memtable {
 
     /// Calls `f` for each cell of `series` in `tier` with bucket in `from..to`.
     #[inline]
-    pub fn scan(&self, series: u32, tier: Tier, from: i64, to: i64, f: &mut dyn FnMut(i64, &Cell)) {
+    pub fn scan<F: FnMut(i64, &Cell) + ?Sized>(
+        &self,
+        series: u32,
+        tier: Tier,
+        from: i64,
+        to: i64,
+        f: &mut F,
+    ) {
         let Some(heads) = self.heads.get(series as usize) else {
             return;
         };
@@ -303,7 +308,7 @@ impl Memtable {
     /// bucket in `from..to` to `sums`: one pass over the map of older words,
     /// then one over the heads in series order, with no per-series lookup.
     /// Visits the same cells as [`scan`](Self::scan).
-    pub fn sweep_sums(&self, tier: Tier, from: i64, to: i64, sums: &mut Sums) {
+    pub fn sweep_sums<S: SeriesSums + ?Sized>(&self, tier: Tier, from: i64, to: i64, sums: &mut S) {
         if from >= to {
             return;
         }
@@ -395,6 +400,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::sweep::Sums;
     use crate::time::{DAY_MS, HOUR_MS, MINUTE_MS};
 
     #[test]

@@ -9,6 +9,8 @@
 //! cells, and sums wrap the same way in any order, so the choice never changes
 //! an answer, only its speed.
 
+use crate::cell::SeriesSums;
+
 /// Slot of a series that the query did not select.
 const UNSELECTED: u32 = u32::MAX;
 
@@ -153,6 +155,26 @@ impl Sums {
         self.sums.iter().fold((0i64, 0u64), |a, s| {
             (a.0.wrapping_add(s.0), a.1.wrapping_add(s.1))
         })
+    }
+}
+
+/// The stores' sweeps fill the slots through this.
+impl SeriesSums for Sums {
+    #[inline]
+    fn selects(&self, series: u32) -> bool {
+        Sums::selects(self, series)
+    }
+    #[inline]
+    fn any_in(&self, first: u32, last: u32) -> bool {
+        Sums::any_in(self, first, last)
+    }
+    #[inline]
+    fn id_range(&self) -> Option<(u32, u32)> {
+        Sums::id_range(self)
+    }
+    #[inline]
+    fn add(&mut self, series: u32, sum: i64, count: u64) {
+        Sums::add(self, series, sum, count)
     }
 }
 

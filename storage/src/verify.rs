@@ -812,7 +812,7 @@ fn check_rollup(
         };
         // Name the segment(s) holding the coarse cell.
         let mut files = Vec::new();
-        let mut cache = segment::BlockCache::default();
+        let mut cache = segment::BlockScratch::default();
         for s in &coarse_segs {
             let mut hit = false;
             s.scan_series(series, bucket, bucket + 1, &mut cache, &mut |_, _| {

@@ -52,7 +52,7 @@ impl Shared {
                 }
             }
         }
-        let mut cache = segment::BlockCache::with_shared(Arc::clone(&self.blocks));
+        let mut cache = segment::BlockScratch::with_shared(Arc::clone(&self.blocks));
         for seg in &version.segments {
             let m = seg.meta();
             for p in plan.pieces.iter().filter(|p| {
@@ -107,7 +107,7 @@ impl Shared {
         for fr in &version.frozen {
             mem_sums(&fr.mem, sums);
         }
-        let mut cache = segment::BlockCache::with_shared(Arc::clone(&self.blocks));
+        let mut cache = segment::BlockScratch::with_shared(Arc::clone(&self.blocks));
         for seg in &version.segments {
             let m = seg.meta();
             for p in plan.pieces.iter().filter(|p| {

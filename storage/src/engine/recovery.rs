@@ -133,7 +133,7 @@ pub(super) fn open(dir: &Path, opts: Options) -> Result<Shared> {
         bg_cond: Condvar::new(),
         counters: Counters::default(),
         recovery: report,
-        blocks: Arc::new(segment::DecodedBlocks::new(opts.block_cache_bytes)),
+        blocks: Arc::new(crate::block_cache::BlockCache::new(opts.block_cache_bytes)),
         _lock: dir_lock,
         dir,
         opts,

@@ -5,12 +5,13 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use crate::block_cache::BlockCache;
 use crate::dict::SeriesDict;
 use crate::fs::{DirLock, FileSystem};
 use crate::manifest::Manifest;
 use crate::memtable::Memtable;
 use crate::options::Options;
-use crate::segment::DecodedBlocks;
+use crate::segment::BlockRuns;
 use crate::segment::Segment;
 use crate::wal::commit::GroupCommit;
 
@@ -78,7 +79,7 @@ pub(crate) struct Shared {
     pub(crate) counters: Counters,
     pub(crate) recovery: RecoveryReport,
     /// Decoded segment blocks shared by every query.
-    pub(crate) blocks: Arc<DecodedBlocks>,
+    pub(crate) blocks: Arc<BlockCache<BlockRuns>>,
     pub(crate) _lock: Box<dyn DirLock>,
 }
 

@@ -13,20 +13,19 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use crate::coding::{
-    crc32, put_bytes, put_i64, put_ivarint, put_u16, put_u32, put_u64, put_uvarint, DecodeFault,
-    Reader,
+    crc32, put_bytes, put_i64, put_ivarint, put_u32, put_u64, put_uvarint, DecodeFault, Reader,
 };
 use crate::dedup::EventId;
 use crate::error::{Error, Result};
+use crate::format::{self, FileKind};
 use crate::fs::{FileSystem, WritableFile};
 use crate::series::MAX_KEY_LEN;
 
 pub mod commit;
 
-/// Magic at the start of every WAL file.
-pub const WAL_MAGIC: [u8; 8] = *b"TALLYWAL";
-/// WAL format version.
-pub const WAL_VERSION: u16 = 1;
+pub use crate::format::WAL_MAGIC;
+/// WAL format version written by this build.
+pub const WAL_VERSION: u16 = FileKind::Wal.current().number();
 /// File header size.
 pub const WAL_HEADER_LEN: usize = 24;
 /// Record header size: crc, len, type.
@@ -226,12 +225,9 @@ pub fn decode_batch(payload: &[u8]) -> std::result::Result<BatchRecord, DecodeFa
 /// The header of WAL file `seq`.
 pub fn file_header(seq: u64) -> Vec<u8> {
     let mut h = Vec::with_capacity(WAL_HEADER_LEN);
-    h.extend_from_slice(&WAL_MAGIC);
-    put_u16(&mut h, WAL_VERSION);
-    put_u16(&mut h, 0);
+    format::put_prefix(&mut h, FileKind::Wal, [0, 0]);
     put_u64(&mut h, seq);
-    let crc = crc32(&[&h]);
-    put_u32(&mut h, crc);
+    format::seal(&mut h);
     h
 }
 
@@ -351,8 +347,7 @@ pub fn scan_file(path: &Path, bytes: &[u8], expected_seq: u64) -> Result<FileSca
         });
     }
     let header = &bytes[..WAL_HEADER_LEN];
-    let stored = u32::from_le_bytes([header[20], header[21], header[22], header[23]]);
-    if crc32(&[&header[..20]]) != stored {
+    if format::check_seal(header).is_err() {
         // A header that never reached the disk intact is a torn file, unless
         // records follow it.
         if find_any_record(bytes, WAL_HEADER_LEN).is_some() {
@@ -364,17 +359,7 @@ pub fn scan_file(path: &Path, bytes: &[u8], expected_seq: u64) -> Result<FileSca
             torn_at: Some(0),
         });
     }
-    if header[..8] != WAL_MAGIC {
-        return Err(Error::corrupt(path, 0, "bad magic: not a WAL file"));
-    }
-    let version = u16::from_le_bytes([header[8], header[9]]);
-    if version != WAL_VERSION {
-        return Err(Error::corrupt(
-            path,
-            8,
-            format!("WAL format version {version}, this build reads {WAL_VERSION}"),
-        ));
-    }
+    format::read_prefix(header, FileKind::Wal).map_err(|f| f.at(path))?;
     let seq = u64::from_le_bytes([
         header[12], header[13], header[14], header[15], header[16], header[17], header[18],
         header[19],
