@@ -19,8 +19,10 @@
 //!   [`sweep`]: the per-series sums behind totals and top-k, and the choice
 //!   per source between looking series up and sweeping it in order.
 //! - [`cell`], [`time`]: cells, tiers, buckets, retention, clocks;
-//!   [`coding`]: byte encodings; [`fs`]: the file-access trait, with
-//!   [`testing::FaultFs`] to simulate crashes, failed I/O and full disks.
+//!   [`coding`]: byte encodings; [`fs`]: the file-access trait.
+//! - Test support, compiled only for this crate's tests or with a cargo feature:
+//!   `testing::FaultFs` (feature `testkit`) simulates crashes, failed I/O and full
+//!   disks; `fuzzing` (feature `fuzzing`) holds the fuzz targets' properties.
 //! - Operator tools (`tally-admin`): [`offline`]: read-only loading of a data
 //!   directory no engine holds (WAL replayed in memory); [`verify`]: the
 //!   integrity check (every checksum, every rollup); [`inspect`]: what a
@@ -38,6 +40,7 @@ pub mod dict;
 pub mod engine;
 pub mod error;
 pub mod fs;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod inspect;
@@ -50,6 +53,7 @@ pub mod replay;
 pub mod segment;
 pub mod series;
 pub mod sweep;
+#[cfg(any(test, feature = "testkit"))]
 pub mod testing;
 pub mod time;
 pub mod verify;
