@@ -20,7 +20,7 @@
 //! - [`model`]: [`Config`] and its sections; [`Config::load`] layers the sources.
 //! - `raw`: one layer as written, overrides, and the resolution that checks every rule.
 //! - [`parse`]: roles, token digests, durations and sizes.
-//! - [`error`]: [`ConfigError`].
+//! - [`error`]: [`ConfigError`], what is wrong and where.
 
 pub mod defaults;
 pub mod error;

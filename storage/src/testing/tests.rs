@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::fs::{tmp_path, write_atomic};
-use crate::fs::{DirLock, FileSystem, WritableFile};
+use crate::fs::{FileSystem, WritableFile};
 
 fn p(s: &str) -> &Path {
     Path::new(s)
