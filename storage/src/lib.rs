@@ -26,7 +26,7 @@
 //! - Operator tools (`tally-admin`): [`offline`]: read-only loading of a data
 //!   directory no engine holds (WAL replayed in memory); [`verify`]: the
 //!   integrity check (every checksum, every rollup); [`inspect`]: what a
-//!   directory holds; [`backup`]: `BACKUP-MANIFEST` and restore's safe copy.
+//!   directory holds; [`backup`]: `BACKUP-MANIFEST`, and restore (verify, copy, swap).
 //!
 //! File formats are specified byte by byte in `docs/STORAGE.md`.
 
