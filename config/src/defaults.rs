@@ -17,7 +17,7 @@ pub const ENV_PREFIX: &str = "TALLYD_";
 pub const ENV_CONFIG_FILE: &str = "TALLYD_CONFIG";
 
 /// The full default configuration file, every key documented with its default.
-/// Parsing it yields [`Config::default`] (a unit test holds this).
+/// Parsing it yields [`Config::default`](crate::Config::default) (a unit test holds this).
 pub const DEFAULT_CONFIG: &str = r#"# tallyd configuration (TOML). Every key is optional; the value shown is the default.
 # Precedence: defaults < this file < TALLYD_* environment variables < command-line flags.
 # Each scalar key has a variable named after its path: limits.max_connections is

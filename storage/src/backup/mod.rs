@@ -1,5 +1,5 @@
 //! Backups: the `BACKUP-MANIFEST` that lists every file of a backup with its
-//! size and CRC32, the crash-safe copy, and [`restore()`] (in [`restore`]), which
+//! size and CRC32, the crash-safe copy, and [`restore()`](restore::restore) (in [`mod@restore`]), which
 //! verifies a backup and swaps it into a data directory.
 //!
 //! A backup is a snapshot ([`crate::Engine::snapshot`]) plus `BACKUP-MANIFEST`,

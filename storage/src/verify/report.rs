@@ -94,7 +94,7 @@ pub struct Progress<'a> {
     pub bytes: u64,
 }
 
-/// Everything [`verify`] found and how much it read.
+/// Everything [`verify`](super::verify()) found and how much it read.
 #[derive(Debug, Clone, Default)]
 pub struct VerifyReport {
     /// The directory checked.
