@@ -4,8 +4,8 @@
 //! The tallyd binary is not a target of this package, so Cargo does not provide its
 //! path. It is taken from `TALLYD_BIN`, else looked for next to this test's target
 //! directory (`<target>/<profile>/tallyd`, present after `cargo test --workspace` or
-//! `cargo build -p tallydb-server`). When it cannot be found the test says so on
-//! stderr and passes without running.
+//! `cargo build -p tallydb-server`). When it cannot be found the test fails, saying
+//! how to build it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
@@ -25,11 +25,11 @@ fn find_tallyd() -> Option<PathBuf> {
 #[test]
 fn one_second_of_load_is_exact() {
     let Some(tallyd) = find_tallyd() else {
-        eprintln!(
-            "SKIPPED one_second_of_load_is_exact: no tallyd binary found (set TALLYD_BIN or \
-             build tallydb-server into the same target directory)"
+        panic!(
+            "one_second_of_load_is_exact: no tallyd binary found: build it with \
+             `cargo build -p tallydb-server --bin tallyd` (`cargo test --workspace` does so), \
+             or point TALLYD_BIN at one"
         );
-        return;
     };
     let mut child = Command::new(env!("CARGO_BIN_EXE_tally-bench"))
         .args(["--spawn"])

@@ -4,9 +4,8 @@
 //! directory (`target/<profile>/tallyd`; test binaries live in `target/<profile>/deps/`).
 //! `cargo test --workspace` builds it (the server package has integration tests, so
 //! Cargo builds its binaries for every test run of the workspace). When it is missing —
-//! e.g. `cargo test -p tallydb-client` on a clean target directory — each test prints
-//! "skipping: tallyd binary not built" and passes; run
-//! `cargo build -p tallydb-server --bin tallyd` first.
+//! e.g. `cargo test -p tallydb-client` on a clean target directory — each test fails
+//! with a message saying to run `cargo build -p tallydb-server --bin tallyd` first.
 //!
 //! Every server is stopped by pid (the `Tallyd` guard), every wait is bounded.
 #![allow(clippy::unwrap_used)]
@@ -21,7 +20,7 @@ use tallydb_client::{
     now_ms, BreakerConfig, CircuitState, Client, Error, Function, MetricSelector, Overflow,
     RangeQuery, RetryPolicy, Selector, Step, TopQuery,
 };
-use tallydb_e2e::{tallyd_bin_or_skip, Tallyd};
+use tallydb_e2e::{tallyd_bin_or_fail, Tallyd};
 use tallydb_protocol::{FrameHeader, Opcode};
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -35,13 +34,13 @@ struct Env {
 }
 
 impl Env {
-    /// `None` (with a visible message) when the binary is not built.
-    fn new(test: &str) -> Option<Env> {
-        let bin = tallyd_bin_or_skip(test)?;
-        Some(Env {
+    /// Fails the test (saying how to build it) when the binary is not built.
+    fn new(test: &str) -> Env {
+        let bin = tallyd_bin_or_fail(test);
+        Env {
             dir: tempfile::tempdir().unwrap(),
             bin,
-        })
+        }
     }
 
     fn data(&self) -> PathBuf {
@@ -80,9 +79,7 @@ async fn total(client: &Client, key: &str) -> (i64, u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_call_round_trips() {
-    let Some(env) = Env::new("every_call_round_trips") else {
-        return;
-    };
+    let env = Env::new("every_call_round_trips");
     let server = env.start();
     let client = Client::connect(server.addr.to_string()).await.unwrap();
     let info = client.server_info().unwrap();
@@ -203,9 +200,7 @@ async fn every_call_round_trips() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn eight_tasks_share_one_client_with_exact_totals() {
-    let Some(env) = Env::new("eight_tasks_share_one_client_with_exact_totals") else {
-        return;
-    };
+    let env = Env::new("eight_tasks_share_one_client_with_exact_totals");
     let server = env.start();
     let client = Client::connect(server.addr.to_string()).await.unwrap();
     let expected = Arc::new(AtomicI64::new(0));
@@ -298,9 +293,7 @@ async fn lossy_proxy(upstream: std::net::SocketAddr) -> (std::net::SocketAddr, A
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_whose_answer_is_lost_is_resent_and_counted_once() {
-    let Some(env) = Env::new("a_batch_whose_answer_is_lost_is_resent_and_counted_once") else {
-        return;
-    };
+    let env = Env::new("a_batch_whose_answer_is_lost_is_resent_and_counted_once");
     let server = env.start();
     let (proxy, cuts) = lossy_proxy(server.addr).await;
     let client = Client::builder(proxy.to_string())
@@ -331,9 +324,7 @@ async fn a_batch_whose_answer_is_lost_is_resent_and_counted_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_across_sigkill_and_restart_are_counted_exactly_once() {
-    let Some(env) = Env::new("batches_across_sigkill_and_restart_are_counted_exactly_once") else {
-        return;
-    };
+    let env = Env::new("batches_across_sigkill_and_restart_are_counted_exactly_once");
     let port = free_port();
     let server = Arc::new(std::sync::Mutex::new(Some(env.start_on(port))));
     let client = Client::builder(format!("127.0.0.1:{port}"))
@@ -450,9 +441,7 @@ async fn server_down_fails_fast_and_opens_the_circuit() {
 
     // After the cool-down a probe goes through; with a server back on the port, the
     // circuit closes.
-    let Some(env) = Env::new("server_down_fails_fast_and_opens_the_circuit (recovery)") else {
-        return;
-    };
+    let env = Env::new("server_down_fails_fast_and_opens_the_circuit (recovery)");
     let _server = env.start_on(port);
     tokio::time::sleep(Duration::from_millis(350)).await;
     client.ping().await.unwrap();
@@ -480,9 +469,7 @@ async fn a_silent_server_times_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recorder_flushes_on_interval_and_on_shutdown_exactly() {
-    let Some(env) = Env::new("recorder_flushes_on_interval_and_on_shutdown_exactly") else {
-        return;
-    };
+    let env = Env::new("recorder_flushes_on_interval_and_on_shutdown_exactly");
     let server = env.start();
     let client = Client::connect(server.addr.to_string()).await.unwrap();
     let recorder = client
@@ -568,9 +555,7 @@ async fn recorder_bounds_memory_when_the_server_is_unreachable() {
 
 #[test]
 fn blocking_client_works() {
-    let Some(env) = Env::new("blocking_client_works") else {
-        return;
-    };
+    let env = Env::new("blocking_client_works");
     let server = env.start();
     let client = tallydb_client::blocking::Client::connect(server.addr.to_string()).unwrap();
     client.ping().unwrap();

@@ -5,10 +5,11 @@
 //! memory must stay bounded.
 //!
 //! The load runs in a child process: this test binary re-runs itself with
-//! `--exact hostile_load_generator` and `TALLY_HOSTILE_ROLE=load`; without that
-//! variable the hidden generator test returns at once. The parent drives it through
-//! the child's stdin (`go`, then EOF to stop) and reads `HOSTILE ...` lines from its
-//! stdout.
+//! `TALLY_HOSTILE_ROLE=load`. So that the child is not a test of its own, the file
+//! has no libtest harness (`harness = false` in Cargo.toml): its `main` runs the one
+//! test, or the load generator when that variable is set. The parent drives the
+//! child through its stdin (`go`, then EOF to stop) and reads `HOSTILE ...` lines
+//! from its stdout.
 //!
 //! Figures are printed (run with `--nocapture`): p99 latency on an idle server, with
 //! only the idle connections open, and under the full attack; RSS before and after
@@ -158,13 +159,6 @@ impl Generator {
     fn spawn(addr: SocketAddr, idle: usize) -> Generator {
         let exe = std::env::current_exe().unwrap();
         let mut child = Command::new(exe)
-            .args([
-                "--exact",
-                "hostile_load_generator",
-                "--nocapture",
-                "--test-threads",
-                "1",
-            ])
             .env(ROLE_VAR, "load")
             .env(ADDR_VAR, addr.to_string())
             .env(IDLE_VAR, idle.to_string())
@@ -179,7 +173,6 @@ impl Generator {
         thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                // libtest may print `test NAME ... ` on the same line first.
                 if let Some(at) = line.find("HOSTILE ") {
                     let _ = tx.send(line[at + "HOSTILE ".len()..].to_string());
                 }
@@ -243,11 +236,57 @@ fn field(line: &str, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
 }
 
-#[test]
-fn hostile_clients_do_not_starve_well_behaved_ones() {
-    if std::env::var_os(ROLE_VAR).is_some() {
+/// The test's name, for the harness in [`main`].
+const TEST_NAME: &str = "hostile_clients_do_not_starve_well_behaved_ones";
+
+/// This file's harness: runs the load generator when [`ROLE_VAR`] says so, else the
+/// test, honouring libtest's `--list`, `--ignored`, `--exact` and a name filter so
+/// that `cargo test` and `cargo test NAME` behave as with the standard harness.
+fn main() {
+    if std::env::var(ROLE_VAR).as_deref() == Ok("load") {
+        hostile_load_generator();
         return;
     }
+    let mut args = std::env::args().skip(1);
+    let (mut filters, mut exact, mut list, mut ignored) = (Vec::new(), false, false, false);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--list" => list = true,
+            "--exact" => exact = true,
+            "--ignored" => ignored = true,
+            // Options of libtest that take a value.
+            "--test-threads" | "--skip" | "--color" | "--format" | "--logfile" | "-Z" => {
+                args.next();
+            }
+            a if a.starts_with('-') => {}
+            _ => filters.push(arg),
+        }
+    }
+    let selected = !ignored
+        && (filters.is_empty()
+            || filters.iter().any(|f| {
+                if exact {
+                    f == TEST_NAME
+                } else {
+                    TEST_NAME.contains(f.as_str())
+                }
+            }));
+    if list {
+        if selected {
+            println!("{TEST_NAME}: test");
+        }
+        return;
+    }
+    if !selected {
+        println!("running 0 tests");
+        return;
+    }
+    println!("running 1 test");
+    hostile_clients_do_not_starve_well_behaved_ones();
+    println!("test {TEST_NAME} ... ok");
+}
+
+fn hostile_clients_do_not_starve_well_behaved_ones() {
     let started = Instant::now();
     let idle: usize = std::env::var(IDLE_VAR)
         .ok()
@@ -650,11 +689,7 @@ fn pipeline(addr: SocketAddr, stop: &AtomicBool, k: &Counters) {
 type Attacker = Box<dyn FnOnce(&AtomicBool, &Counters) + Send>;
 
 /// The hostile load; runs only as the child process of the test above.
-#[test]
 fn hostile_load_generator() {
-    if std::env::var(ROLE_VAR).as_deref() != Ok("load") {
-        return;
-    }
     let deadline = Instant::now() + CHILD_DEADLINE;
     let addr: SocketAddr = std::env::var(ADDR_VAR).unwrap().parse().unwrap();
     let wanted: usize = std::env::var(IDLE_VAR).unwrap().parse().unwrap();

@@ -1,5 +1,5 @@
 //! File access behind a small trait, so tests can lose unsynced bytes, fail the
-//! Nth write or fsync, and fill the disk (see [`crate::testing::FaultFs`]).
+//! Nth write or fsync, and fill the disk (see `testing::FaultFs`, feature `testkit`).
 //!
 //! The engine never touches `std::fs` directly: every file operation goes through
 //! [`FileSystem`]. [`OsFs`] is the real implementation.

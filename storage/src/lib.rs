@@ -20,12 +20,14 @@
 //!   per source between looking series up and sweeping it in order.
 //! - [`cell`], [`time`]: cells, tiers, buckets, retention, clocks;
 //!   [`coding`]: byte encodings; [`format`]: the magic, version and
-//!   checksum header every file format shares; [`fs`]: the file-access trait, with
-//!   [`testing::FaultFs`] to simulate crashes, failed I/O and full disks.
+//!   checksum header every file format shares; [`fs`]: the file-access trait.
+//! - Test support, compiled only for this crate's tests or with a cargo feature:
+//!   `testing::FaultFs` (feature `testkit`) simulates crashes, failed I/O and full
+//!   disks; `fuzzing` (feature `fuzzing`) holds the fuzz targets' properties.
 //! - Operator tools (`tally-admin`): [`offline`]: read-only loading of a data
 //!   directory no engine holds (WAL replayed in memory); [`verify`]: the
 //!   integrity check (every checksum, every rollup); [`inspect`]: what a
-//!   directory holds; [`backup`]: `BACKUP-MANIFEST` and restore's safe copy.
+//!   directory holds; [`backup`]: `BACKUP-MANIFEST`, and restore (verify, copy, swap).
 //!
 //! File formats are specified byte by byte in `docs/STORAGE.md`.
 
@@ -40,6 +42,7 @@ pub mod engine;
 pub mod error;
 pub mod format;
 pub mod fs;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod inspect;
@@ -52,6 +55,7 @@ pub mod replay;
 pub mod segment;
 pub mod series;
 pub mod sweep;
+#[cfg(any(test, feature = "testkit"))]
 pub mod testing;
 pub mod time;
 pub mod verify;

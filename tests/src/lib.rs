@@ -48,8 +48,7 @@ pub fn now_ms() -> i64 {
 /// The `tallyd` binary for tests outside the server package: `TALLYD_BIN`, or
 /// `target/<profile>/tallyd` next to the calling test binary's directory (test
 /// binaries live in `target/<profile>/deps/`). `cargo test --workspace` builds it,
-/// since the server package has integration tests. `None` when it is missing: the
-/// caller should print a visible "skipping" message.
+/// since the server package has integration tests. `None` when it is missing.
 pub fn tallyd_bin() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("TALLYD_BIN") {
         return Some(PathBuf::from(p));
@@ -60,18 +59,17 @@ pub fn tallyd_bin() -> Option<PathBuf> {
     bin.is_file().then_some(bin)
 }
 
-/// [`tallyd_bin`], or `None` after telling stderr (past the test harness's output
-/// capture, so it shows) that `test` is skipped and how to build the binary.
-pub fn tallyd_bin_or_skip(test: &str) -> Option<PathBuf> {
-    let bin = tallyd_bin();
-    if bin.is_none() {
-        let _ = writeln!(
-            std::io::stderr(),
-            "{test}: skipping: tallyd binary not built \
-             (cargo build -p tallydb-server --bin tallyd, or set TALLYD_BIN)"
-        );
+/// How to get the `tallyd` binary, for the failure message of a test that needs it.
+pub const HOW_TO_BUILD_TALLYD: &str = "build it with `cargo build -p tallydb-server --bin tallyd` \
+     (`cargo test --workspace` does so), or point TALLYD_BIN at one";
+
+/// [`tallyd_bin`], or a panic that fails `test` and says how to build the binary: a
+/// test that cannot run must not pass.
+pub fn tallyd_bin_or_fail(test: &str) -> PathBuf {
+    match tallyd_bin() {
+        Some(bin) => bin,
+        None => panic!("{test}: the tallyd binary was not found; {HOW_TO_BUILD_TALLYD}"),
     }
-    bin
 }
 
 /// A running `tallyd` process.

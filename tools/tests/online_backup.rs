@@ -1,8 +1,8 @@
 //! An online backup taken while 8 writers run: restored, every count equals what was
 //! acknowledged before the snapshot point, and no batch is half-present.
 //!
-//! Runs the real `tallyd` (found by `tallydb_e2e::tallyd_bin`; skipped with a visible
-//! message when it is not built) and the real `tally-admin`.
+//! Runs the real `tallyd` (found by `tallydb_e2e::tallyd_bin`; the test fails, saying
+//! how to build it, when it is not built) and the real `tally-admin`.
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tallydb_e2e::{now_ms, tallyd_bin_or_skip, Client, Tallyd};
+use tallydb_e2e::{now_ms, tallyd_bin_or_fail, Client, Tallyd};
 use tallydb_protocol::{Event, Producer, SeriesRef};
 use tallydb_storage::{Engine, Options, Selector};
 
@@ -25,11 +25,7 @@ fn key(w: usize, j: usize) -> String {
 
 #[test]
 fn online_backup_under_eight_writers_restores_a_consistent_point() {
-    let Some(bin) =
-        tallyd_bin_or_skip("online_backup_under_eight_writers_restores_a_consistent_point")
-    else {
-        return;
-    };
+    let bin = tallyd_bin_or_fail("online_backup_under_eight_writers_restores_a_consistent_point");
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let server = Tallyd::start(&bin, dir, &dir.join("data"), &["--fsync", "always"]);

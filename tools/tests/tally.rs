@@ -2,7 +2,7 @@
 //!
 //! `tallyd` is found through `TALLYD_BIN`, or next to this test binary's directory
 //! (`target/<profile>/tallyd`); `cargo test --workspace` builds it. When it is missing
-//! each test prints "skipping: tallyd binary not built" and passes.
+//! each test fails with a message saying how to build it.
 //!
 //! The servers keep every tier forever (a config file), so the tests write events at
 //! fixed times in 2024 and the snapshots (tests/snapshots/) hold fixed timestamps; the
@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use assert_cmd::Command;
 use predicates::prelude::*;
 use sha2::{Digest, Sha256};
-use tallydb_e2e::{tallyd_bin_or_skip, Tallyd};
+use tallydb_e2e::{tallyd_bin_or_fail, Tallyd};
 use tempfile::TempDir;
 
 /// 2024-03-01T10:00:00Z.
@@ -30,13 +30,13 @@ struct Env {
 const FOREVER: &str = "[retention]\nminute = \"forever\"\nhour = \"forever\"\nday = \"forever\"\n";
 
 impl Env {
-    /// `None` (with a visible message) when the binary is not built.
-    fn new(test: &str) -> Option<Env> {
+    /// Fails the test (saying how to build it) when the binary is not built.
+    fn new(test: &str) -> Env {
         Self::with_config(test, "")
     }
 
-    fn with_config(test: &str, extra: &str) -> Option<Env> {
-        let bin = tallyd_bin_or_skip(test)?;
+    fn with_config(test: &str, extra: &str) -> Env {
+        let bin = tallyd_bin_or_fail(test);
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("tallyd.toml");
         std::fs::write(&cfg, format!("{FOREVER}{extra}")).unwrap();
@@ -47,7 +47,7 @@ impl Env {
             &data,
             &["--config", cfg.to_str().unwrap()],
         );
-        Some(Env { dir, server })
+        Env { dir, server }
     }
 
     fn tally(&self) -> Command {
@@ -113,9 +113,7 @@ fn seed(env: &Env) {
 
 #[test]
 fn incr_then_total_in_every_format() {
-    let Some(env) = Env::new("incr_then_total_in_every_format") else {
-        return;
-    };
+    let env = Env::new("incr_then_total_in_every_format");
     seed(&env);
     let span = ["--from", FROM, "--to", TO];
     let total = |sel: &str, fmt: &str| {
@@ -135,9 +133,7 @@ fn incr_then_total_in_every_format() {
 
 #[test]
 fn range_top_series_in_every_format() {
-    let Some(env) = Env::new("range_top_series_in_every_format") else {
-        return;
-    };
+    let env = Env::new("range_top_series_in_every_format");
     seed(&env);
     let q = |args: &[&str]| {
         let mut v = args.to_vec();
@@ -187,9 +183,7 @@ fn range_top_series_in_every_format() {
 
 #[test]
 fn chart_marks_open_buckets_and_stats_ping_answer() {
-    let Some(env) = Env::new("chart_marks_open_buckets_and_stats_ping_answer") else {
-        return;
-    };
+    let env = Env::new("chart_marks_open_buckets_and_stats_ping_answer");
     env.ok(&["incr", "live{page=/}", "3"]);
     let chart = env.ok(&[
         "range",
@@ -221,9 +215,7 @@ fn chart_marks_open_buckets_and_stats_ping_answer() {
 
 #[test]
 fn incr_with_an_event_id_counts_once() {
-    let Some(env) = Env::new("incr_with_an_event_id_counts_once") else {
-        return;
-    };
+    let env = Env::new("incr_with_an_event_id_counts_once");
     env.ok(&["incr", "orders{shop=s1}", "--id", "order-1", "--at", &at(0)]);
     env.tally()
         .args([
@@ -265,9 +257,7 @@ fn summary(stdout: &str) -> serde_json::Value {
 
 #[test]
 fn ingest_csv_and_ndjson_exact_totals_and_duplicates() {
-    let Some(env) = Env::new("ingest_csv_and_ndjson_exact_totals_and_duplicates") else {
-        return;
-    };
+    let env = Env::new("ingest_csv_and_ndjson_exact_totals_and_duplicates");
     // 25 000 CSV events over 100 series (3 batches of 10 000), the format of
     // `tally-admin export` plus an event_id column; 500 repeated ids.
     let mut csv = String::from("timestamp_ms,series,delta,event_id\n");
@@ -342,9 +332,7 @@ fn ingest_csv_and_ndjson_exact_totals_and_duplicates() {
 
 #[test]
 fn ingest_reads_what_tally_admin_export_writes() {
-    let Some(env) = Env::new("ingest_reads_what_tally_admin_export_writes") else {
-        return;
-    };
+    let env = Env::new("ingest_reads_what_tally_admin_export_writes");
     // The documented export output (docs/OPERATIONS.md), at fixed 2024 times.
     let text = format!(
         "timestamp_ms,series,delta\n{},\"hits{{page=p0000001,region=r1}}\",24711\n{},\"hits{{page=p0000001,region=r1}}\",23687\n",
@@ -369,9 +357,7 @@ fn ingest_reads_what_tally_admin_export_writes() {
 
 #[test]
 fn ingest_stops_at_a_bad_line_or_skips_it() {
-    let Some(env) = Env::new("ingest_stops_at_a_bad_line_or_skips_it") else {
-        return;
-    };
+    let env = Env::new("ingest_stops_at_a_bad_line_or_skips_it");
     let file = env.path("bad.csv");
     write(
         &file,
@@ -477,9 +463,7 @@ fn usage_errors_are_exit_2() {
 
 #[test]
 fn unknown_series_is_zero_with_a_note() {
-    let Some(env) = Env::new("unknown_series_is_zero_with_a_note") else {
-        return;
-    };
+    let env = Env::new("unknown_series_is_zero_with_a_note");
     env.tally()
         .args([
             "total",
@@ -508,9 +492,7 @@ fn unknown_series_is_zero_with_a_note() {
 
 #[test]
 fn server_errors_are_exit_1() {
-    let Some(env) = Env::new("server_errors_are_exit_1") else {
-        return;
-    };
+    let env = Env::new("server_errors_are_exit_1");
     env.tally()
         .args(["incr", "bad key"])
         .assert()
@@ -537,9 +519,7 @@ fn tokens_from_env_or_file_and_refusals() {
         "[[auth.tokens]]\nname = \"reader\"\nrole = \"read\"\nsha256 = \"{}\"\n",
         sha256_hex("s3cr3t")
     );
-    let Some(env) = Env::with_config("tokens_from_env_or_file_and_refusals", &cfg) else {
-        return;
-    };
+    let env = Env::with_config("tokens_from_env_or_file_and_refusals", &cfg);
     env.tally()
         .args(["ping"])
         .assert()

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use tallydb_server::config::Config;
+use tallydb_config::Config;
 use tallydb_tools::admin::{self, Common, Exit, ExportFormat, Failure, Format};
 use tallydb_tools::timefmt::parse_time;
 

@@ -1,5 +1,6 @@
 //! Backups: the `BACKUP-MANIFEST` that lists every file of a backup with its
-//! size and CRC32, and the crash-safe copy used by restore.
+//! size and CRC32, the crash-safe copy, and [`restore()`](restore::restore) (in [`mod@restore`]), which
+//! verifies a backup and swaps it into a data directory.
 //!
 //! A backup is a snapshot ([`crate::Engine::snapshot`]) plus `BACKUP-MANIFEST`,
 //! written after the snapshot is complete. Text, one item per line:
@@ -28,6 +29,9 @@ use crate::engine::{LOCK_FILE, SEGMENTS_DIR, WAL_DIR};
 use crate::error::{Error, Result};
 use crate::format::{self, FileKind};
 use crate::fs::{write_atomic, FileSystem};
+
+pub mod restore;
+pub use restore::{is_empty_dir, restore, RestoreOptions, RestoreOutcome};
 
 /// Name of the backup manifest inside a backup directory.
 pub const BACKUP_MANIFEST_FILE: &str = "BACKUP-MANIFEST";
@@ -314,17 +318,17 @@ pub fn restore_tmp_path(target: &Path) -> PathBuf {
 }
 
 /// Copies the data set of `from` (every file of [`list_files`], not
-/// `BACKUP-MANIFEST`) into the new directory `to`, fsyncing every file and
-/// directory. `to` must not exist. Returns the bytes copied.
+/// `BACKUP-MANIFEST`) into the directory `to`, fsyncing every file and
+/// directory. `to` must be missing or hold no files. Returns the bytes copied.
 pub fn copy_data_set(
     fs: &dyn FileSystem,
     from: &Path,
     to: &Path,
     progress: &mut dyn FnMut(u64),
 ) -> Result<u64> {
-    if fs.exists(to) {
+    if fs.exists(to) && !list_files(fs, to)?.is_empty() {
         return Err(Error::InvalidOption(format!(
-            "{} already exists",
+            "{} already exists and holds files",
             to.display()
         )));
     }
