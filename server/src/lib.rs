@@ -6,9 +6,9 @@
 //!
 //! # Module tour
 //!
-//! - [`config`]: the TOML file, `TALLYD_*` variables and flags, resolved and validated
-//!   into a [`Config`] before anything is opened; [`config::DEFAULT_CONFIG`] documents
-//!   every key.
+//! - [`config`]: the `tallydb-config` crate re-exported (shared with `tally-admin`):
+//!   the TOML file, `TALLYD_*` variables and flags, resolved and validated into a
+//!   [`Config`] before anything is opened; [`config::DEFAULT_CONFIG`] documents every key.
 //! - [`server`]: [`run`], the accept loop, the connection limit (a semaphore) and
 //!   graceful shutdown (a broadcast, then waiting for every connection task, then
 //!   closing the engine).
