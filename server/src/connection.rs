@@ -17,7 +17,11 @@
 //!
 //! Memory is bounded per connection: the read buffer holds at most one frame plus a
 //! read chunk, the queue at most `max_pipeline` frames and, through a byte budget
-//! ([`Semaphore`]), at most `max_frame + 1 MiB` bytes of queued requests.
+//! ([`Semaphore`]), at most `max_frame + 1 MiB` bytes of queued requests. Answers
+//! count too: once the unsent answers reach [`ANSWER_BUDGET`] (1 MiB) they are
+//! written out before another request is answered, so a peer that never reads holds
+//! at most 1 MiB plus one answer (at most `max_frame`) of answers; meanwhile the queue
+//! fills and the reader stops reading the socket.
 //!
 //! A length field that breaks the limit loses the framing: the connection answers
 //! `ERROR` with request id 0 after the responses already due, and closes. Other decode
@@ -49,6 +53,9 @@ const READ_CHUNK: usize = 64 * 1024;
 const BATCH_FRAMES: usize = 32;
 /// Most request bytes answered by one trip to the blocking pool.
 const BATCH_BYTES: usize = 1 << 20;
+/// Unsent answer bytes past which a connection writes them out (waiting for its peer
+/// to read) before answering another request.
+const ANSWER_BUDGET: usize = 1 << 20;
 /// How long a connection closed after a fatal `ERROR` keeps draining its input.
 const LINGER: Duration = Duration::from_millis(500);
 /// How much input it drains at most.
@@ -398,6 +405,16 @@ async fn process(
         let mut fatal = None;
         let mut next = 0;
         while next < batch.len() {
+            // Unsent answers count against the connection's budget: past it, they are
+            // written (waiting for the peer to read them) before the next request is
+            // answered, so the queue fills and the reader stops reading.
+            if out.len() >= ANSWER_BUDGET {
+                cmd::settle_pending(shared, &mut session, &mut out).await;
+                if let Err(reason) = write_out(wr, &out, write_timeout).await {
+                    return Some(reason);
+                }
+                out.clear();
+            }
             let frame = match &batch[next] {
                 Item::Frame { bytes, .. } => bytes,
                 Item::Fatal(reply) => {
@@ -415,7 +432,8 @@ async fn process(
                 next += 1;
                 continue;
             }
-            // The run of frames that need the blocking pool goes there in one hop.
+            // The run of frames that need the blocking pool goes there in one hop, which
+            // stops early once the answers reach the budget.
             let run: Vec<Bytes> = batch[next..]
                 .iter()
                 .map_while(|item| match item {
@@ -423,20 +441,25 @@ async fn process(
                     _ => None,
                 })
                 .collect();
-            next += run.len();
             let task_shared = Arc::clone(shared);
             let mut task_out = std::mem::take(&mut out);
             let joined = tokio::task::spawn_blocking(move || {
+                let mut done = 0;
                 for frame in &run {
                     cmd::handle_frame(&task_shared, &mut session, frame, &mut task_out);
+                    done += 1;
+                    if task_out.len() >= ANSWER_BUDGET {
+                        break;
+                    }
                 }
-                (session, task_out)
+                (session, task_out, done)
             })
             .await;
             match joined {
-                Ok((back, back_out)) => {
+                Ok((back, back_out, done)) => {
                     session = back;
                     out = back_out;
+                    next += done;
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "a request handler failed");
