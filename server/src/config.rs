@@ -105,6 +105,14 @@ max_aliases = 65536
 max_pipeline = 128
 # A connection with no request in flight and nothing received for this long is closed.
 idle_timeout = "5m"
+# A connection that has not completed HELLO within this long is closed.
+handshake_timeout = "5s"
+# Most connections from one IP address (a connection over it first evicts the oldest
+# connection of that address still in its handshake, else is answered BUSY).
+max_connections_per_address = 256
+# Connections accepted beyond max_connections for the admin role only (any other role
+# is answered BUSY after HELLO), so an operator can always get in.
+admin_reserved_connections = 8
 
 [log]
 # "text" (human-readable lines) or "json" (one JSON object per line), on stderr.
@@ -150,6 +158,9 @@ pub const SCALAR_KEYS: &[&str] = &[
     "limits.max_aliases",
     "limits.max_pipeline",
     "limits.idle_timeout",
+    "limits.handshake_timeout",
+    "limits.max_connections_per_address",
+    "limits.admin_reserved_connections",
     "log.format",
     "log.level",
     "auth.allow_remote_without_token",
@@ -239,6 +250,12 @@ pub struct LimitsConfig {
     pub max_pipeline: usize,
     /// Idle connections are closed after this long.
     pub idle_timeout: Duration,
+    /// Connections that have not completed `HELLO` are closed after this long.
+    pub handshake_timeout: Duration,
+    /// Most connections from one IP address.
+    pub max_connections_per_address: usize,
+    /// Slots beyond `max_connections` kept for the admin role.
+    pub admin_reserved_connections: usize,
 }
 
 /// Logging.
@@ -321,6 +338,9 @@ impl Default for Config {
                 max_aliases: 65_536,
                 max_pipeline: 128,
                 idle_timeout: Duration::from_secs(300),
+                handshake_timeout: Duration::from_secs(5),
+                max_connections_per_address: 256,
+                admin_reserved_connections: 8,
             },
             log: LogConfig {
                 format: LogFormat::Text,
@@ -446,6 +466,9 @@ struct RawLimits {
     max_aliases: Option<u64>,
     max_pipeline: Option<u64>,
     idle_timeout: Option<String>,
+    handshake_timeout: Option<String>,
+    max_connections_per_address: Option<u64>,
+    admin_reserved_connections: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -537,6 +560,13 @@ impl RawConfig {
             "limits.max_aliases" => self.limits.max_aliases = Some(int()?),
             "limits.max_pipeline" => self.limits.max_pipeline = Some(int()?),
             "limits.idle_timeout" => self.limits.idle_timeout = s(),
+            "limits.handshake_timeout" => self.limits.handshake_timeout = s(),
+            "limits.max_connections_per_address" => {
+                self.limits.max_connections_per_address = Some(int()?)
+            }
+            "limits.admin_reserved_connections" => {
+                self.limits.admin_reserved_connections = Some(int()?)
+            }
             "log.format" => self.log.format = s(),
             "log.level" => self.log.level = s(),
             "auth.allow_remote_without_token" => {
@@ -731,9 +761,29 @@ impl RawConfig {
                 1..=65_536,
             )? as usize,
             idle_timeout: self.duration("limits.idle_timeout", &l.idle_timeout, dl.idle_timeout)?,
+            handshake_timeout: self.duration(
+                "limits.handshake_timeout",
+                &l.handshake_timeout,
+                dl.handshake_timeout,
+            )?,
+            max_connections_per_address: self.int(
+                "limits.max_connections_per_address",
+                l.max_connections_per_address,
+                dl.max_connections_per_address as u64,
+                1..=1_000_000,
+            )? as usize,
+            admin_reserved_connections: self.int(
+                "limits.admin_reserved_connections",
+                l.admin_reserved_connections,
+                dl.admin_reserved_connections as u64,
+                0..=1_000,
+            )? as usize,
         };
         if limits.idle_timeout.is_zero() {
             return Err(self.invalid("limits.idle_timeout", "must be longer than zero"));
+        }
+        if limits.handshake_timeout.is_zero() {
+            return Err(self.invalid("limits.handshake_timeout", "must be longer than zero"));
         }
         let format = match &self.log.format {
             None => d.log.format,
@@ -946,6 +996,9 @@ mod tests {
             ("limits.max_aliases", "5"),
             ("limits.max_pipeline", "3"),
             ("limits.idle_timeout", "9s"),
+            ("limits.handshake_timeout", "2s"),
+            ("limits.max_connections_per_address", "6"),
+            ("limits.admin_reserved_connections", "1"),
             ("log.format", "json"),
             ("log.level", "debug"),
             ("auth.allow_remote_without_token", "true"),
@@ -971,6 +1024,9 @@ mod tests {
         assert_eq!(c.limits.max_aliases, 5);
         assert_eq!(c.limits.max_pipeline, 3);
         assert_eq!(c.limits.idle_timeout, Duration::from_secs(9));
+        assert_eq!(c.limits.handshake_timeout, Duration::from_secs(2));
+        assert_eq!(c.limits.max_connections_per_address, 6);
+        assert_eq!(c.limits.admin_reserved_connections, 1);
         assert_eq!(c.log.format, LogFormat::Json);
         assert_eq!(c.log.level, "debug");
         assert!(c.auth.allow_remote_without_token);

@@ -4,7 +4,10 @@
 //!
 //! 1. **Handshake.** Frames are read with the [`HANDSHAKE_MAX_FRAME`] limit until a
 //!    `HELLO` is accepted ([`cmd::handshake`]). A wrong version or a refused token
-//!    is answered with `ERROR` and closes the connection.
+//!    is answered with `ERROR` and closes the connection. So does a handshake not
+//!    completed within `handshake_timeout` (`UNAUTHENTICATED`), one evicted by a
+//!    newcomer while the server is full, and a session on a slot kept for the admin
+//!    role whose role is not admin (both `BUSY`; see [`crate::admission`]).
 //! 2. **Session.** Two futures run concurrently on the connection's task:
 //!    - the *reader* reads into a [`BytesMut`], checks each frame's declared length
 //!      against the negotiated maximum as soon as its 4 length bytes are in (before
@@ -45,6 +48,7 @@ use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit, Semaphore};
 
+use crate::admission::Ticket;
 use crate::cmd::{self, Handshake, Session, Shared};
 
 /// How much to read at a time.
@@ -66,6 +70,8 @@ const LINGER_BYTES: usize = 1 << 20;
 pub struct ConnectionLimits {
     /// Close a connection idle for this long.
     pub idle_timeout: Duration,
+    /// Close a connection that has not completed `HELLO` after this long.
+    pub handshake_timeout: Duration,
     /// Most frames queued ahead of the one being answered.
     pub max_pipeline: usize,
 }
@@ -87,6 +93,13 @@ pub enum CloseReason {
     FramingLost(String),
     /// The handshake failed; an `ERROR` was sent.
     HandshakeFailed(String),
+    /// `HELLO` did not complete within `handshake_timeout`; an `ERROR` was sent.
+    HandshakeTimeout,
+    /// A newcomer needed the slot of this connection, still in its handshake; an
+    /// `ERROR BUSY` was sent.
+    Evicted,
+    /// The connection was refused a slot after `HELLO`; an `ERROR BUSY` was sent.
+    Refused(String),
     /// A socket error.
     Io(String),
     /// An internal failure (a handler task panicked).
@@ -103,6 +116,9 @@ impl std::fmt::Display for CloseReason {
             Self::Shutdown => f.write_str("server shutdown"),
             Self::FramingLost(e) => write!(f, "framing lost: {e}"),
             Self::HandshakeFailed(e) => write!(f, "handshake failed: {e}"),
+            Self::HandshakeTimeout => f.write_str("no HELLO within the handshake timeout"),
+            Self::Evicted => f.write_str("evicted before HELLO: the server is full"),
+            Self::Refused(e) => write!(f, "refused after HELLO: {e}"),
             Self::Io(e) => write!(f, "socket error: {e}"),
             Self::Internal(e) => write!(f, "internal error: {e}"),
         }
@@ -162,21 +178,27 @@ enum Item {
     Fatal(ErrorReply<'static>),
 }
 
-/// Serves one connection until it closes; returns why it closed.
+/// Serves one connection, admitted with `ticket`, until it closes; returns why it
+/// closed.
 pub async fn serve(
     shared: Arc<Shared>,
     mut socket: TcpStream,
     peer: SocketAddr,
     limits: ConnectionLimits,
+    ticket: &mut Ticket,
     shutdown: &mut Shutdown,
     info: &mut ClientInfo,
 ) -> CloseReason {
     let mut buf = BytesMut::with_capacity(4096);
-    let session =
-        match handshake(&shared, &mut socket, peer, limits, shutdown, &mut buf, info).await {
-            Ok(s) => s,
-            Err(reason) => return reason,
-        };
+    let gate = Gate {
+        limits,
+        ticket,
+        shutdown,
+    };
+    let session = match handshake(&shared, &mut socket, peer, gate, &mut buf, info).await {
+        Ok(s) => s,
+        Err(reason) => return reason,
+    };
     let (mut rd, mut wr) = socket.split();
     let (tx, rx) = mpsc::channel(limits.max_pipeline);
     let budget_bytes = shared.limits.max_frame as usize + 4 + BATCH_BYTES;
@@ -231,18 +253,47 @@ async fn write_out(
     }
 }
 
+/// What ends a handshake besides the peer: its deadline, eviction, shutdown.
+struct Gate<'a> {
+    limits: ConnectionLimits,
+    ticket: &'a mut Ticket,
+    shutdown: &'a mut Shutdown,
+}
+
+/// Sends a last `ERROR` (best effort, briefly) and closes the socket.
+async fn close_with(socket: &mut TcpStream, id: u32, code: ErrorCode, message: String) {
+    let mut out = BytesMut::new();
+    encode_response(id, &Response::Error(ErrorReply::new(code, message)), &mut out);
+    let _ = write_out(socket, &out, LINGER).await;
+    let _ = socket.shutdown().await;
+    linger(socket).await;
+}
+
 async fn handshake(
     shared: &Shared,
     socket: &mut TcpStream,
     peer: SocketAddr,
-    limits: ConnectionLimits,
-    shutdown: &mut Shutdown,
+    gate: Gate<'_>,
     buf: &mut BytesMut,
     info: &mut ClientInfo,
 ) -> Result<Session, CloseReason> {
+    let Gate {
+        limits,
+        ticket,
+        shutdown,
+    } = gate;
+    let deadline = tokio::time::Instant::now() + limits.handshake_timeout;
     let mut out = BytesMut::new();
     loop {
-        while let Some((used, outcome)) = cmd::handshake(shared, peer.ip(), buf, &mut out) {
+        loop {
+            let mark = out.len();
+            let id = FrameHeader::peek(buf, HANDSHAKE_MAX_FRAME)
+                .ok()
+                .flatten()
+                .map_or(0, |h| h.request_id);
+            let Some((used, outcome)) = cmd::handshake(shared, peer.ip(), buf, &mut out) else {
+                break;
+            };
             buf.advance(used.min(buf.len()));
             match outcome {
                 Handshake::Continue => {}
@@ -251,6 +302,13 @@ async fn handshake(
                     client_name,
                     token_name,
                 } => {
+                    if let Err(refusal) = ticket.hello_done(session.role) {
+                        // HELLO_OK is replaced by the refusal.
+                        out.truncate(mark);
+                        write_out(socket, &out, limits.idle_timeout).await?;
+                        close_with(socket, id, ErrorCode::Busy, refusal.to_string()).await;
+                        return Err(CloseReason::Refused(refusal.to_string()));
+                    }
                     write_out(socket, &out, limits.idle_timeout).await?;
                     info.name = Some(client_name);
                     info.role = Some(match session.role {
@@ -278,12 +336,24 @@ async fn handshake(
         }
         tokio::select! {
             _ = shutdown.recv() => return Err(CloseReason::Shutdown),
-            r = tokio::time::timeout(limits.idle_timeout, socket.read_buf(buf)) => match r {
-                Err(_) => return Err(CloseReason::IdleTimeout),
-                Ok(Ok(0)) if buf.is_empty() => return Err(CloseReason::PeerClosed),
-                Ok(Ok(0)) => return Err(CloseReason::PeerClosedMidFrame),
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => return Err(CloseReason::Io(e.to_string())),
+            () = ticket.evicted() => {
+                let message = "the server is full and this connection had not completed HELLO; retry later";
+                close_with(socket, 0, ErrorCode::Busy, message.into()).await;
+                return Err(CloseReason::Evicted);
+            }
+            () = tokio::time::sleep_until(deadline) => {
+                let message = format!(
+                    "no HELLO completed within {} ms of connecting",
+                    limits.handshake_timeout.as_millis()
+                );
+                close_with(socket, 0, ErrorCode::Unauthenticated, message).await;
+                return Err(CloseReason::HandshakeTimeout);
+            }
+            r = socket.read_buf(buf) => match r {
+                Ok(0) if buf.is_empty() => return Err(CloseReason::PeerClosed),
+                Ok(0) => return Err(CloseReason::PeerClosedMidFrame),
+                Ok(_) => {}
+                Err(e) => return Err(CloseReason::Io(e.to_string())),
             },
         }
     }
