@@ -291,7 +291,11 @@ mod tests {
             "nobody left to evict"
         );
         drop(first);
-        assert_eq!(a.open(), (2, 0), "an evicted ticket gives nothing back twice");
+        assert_eq!(
+            a.open(),
+            (2, 0),
+            "an evicted ticket gives nothing back twice"
+        );
         drop(second);
         assert_eq!(a.open(), (1, 0));
         drop(third);

@@ -263,7 +263,11 @@ struct Gate<'a> {
 /// Sends a last `ERROR` (best effort, briefly) and closes the socket.
 async fn close_with(socket: &mut TcpStream, id: u32, code: ErrorCode, message: String) {
     let mut out = BytesMut::new();
-    encode_response(id, &Response::Error(ErrorReply::new(code, message)), &mut out);
+    encode_response(
+        id,
+        &Response::Error(ErrorReply::new(code, message)),
+        &mut out,
+    );
     let _ = write_out(socket, &out, LINGER).await;
     let _ = socket.shutdown().await;
     linger(socket).await;
