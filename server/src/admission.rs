@@ -72,6 +72,8 @@ enum Slot {
 struct Entry {
     ip: IpAddr,
     slot: Slot,
+    /// On an admin slot: the refusal a non-admin session gets.
+    unless_admin: Option<Refusal>,
     /// Set while the connection has not completed `HELLO`: how to evict it.
     evict: Option<oneshot::Sender<()>>,
 }
@@ -149,30 +151,36 @@ impl Admission {
         let l = self.limits;
         let mut st = self.lock();
         let from_ip = st.by_addr.get(&ip).copied().unwrap_or(0);
-        let slot = if from_ip >= l.max_per_address {
-            match st.evict_oldest(Some(ip)) {
-                Some(slot) => slot,
-                None if st.admin < l.admin_reserved => Slot::Admin,
-                None => {
-                    return Err(Refusal::PerAddress {
-                        addr: ip,
-                        limit: l.max_per_address,
-                    })
-                }
-            }
+        let (slot, refusal) = if from_ip >= l.max_per_address {
+            let refusal = Refusal::PerAddress {
+                addr: ip,
+                limit: l.max_per_address,
+            };
+            (st.evict_oldest(Some(ip)), refusal)
         } else if st.regular < l.max_connections {
-            Slot::Regular
+            (
+                Some(Slot::Regular),
+                Refusal::Full {
+                    limit: l.max_connections,
+                },
+            )
         } else {
-            match st.evict_oldest(None) {
-                Some(slot) => slot,
-                None if st.admin < l.admin_reserved => Slot::Admin,
-                None => {
-                    return Err(Refusal::Full {
-                        limit: l.max_connections,
-                    })
-                }
-            }
+            let refusal = Refusal::AdminOnly {
+                limit: l.max_connections,
+            };
+            (st.evict_oldest(None), refusal)
         };
+        let slot = match slot {
+            Some(slot) => slot,
+            None if st.admin < l.admin_reserved => Slot::Admin,
+            None if matches!(refusal, Refusal::AdminOnly { .. }) => {
+                return Err(Refusal::Full {
+                    limit: l.max_connections,
+                })
+            }
+            None => return Err(refusal),
+        };
+        let unless_admin = (slot == Slot::Admin).then_some(refusal);
         match slot {
             Slot::Regular => st.regular += 1,
             Slot::Admin => st.admin += 1,
@@ -186,6 +194,7 @@ impl Admission {
             Entry {
                 ip,
                 slot,
+                unless_admin,
                 evict: Some(tx),
             },
         );
@@ -237,12 +246,10 @@ impl Ticket {
             });
         };
         entry.evict = None;
-        if entry.slot == Slot::Admin && role != Role::Admin {
-            return Err(Refusal::AdminOnly {
-                limit: self.admission.limits.max_connections,
-            });
+        match &entry.unless_admin {
+            Some(refusal) if role != Role::Admin => Err(refusal.clone()),
+            _ => Ok(()),
         }
-        Ok(())
     }
 }
 
@@ -340,5 +347,20 @@ mod tests {
         );
         other.hello_done(Role::Read).unwrap();
         assert!(a.admit(ip(2)).is_ok(), "other addresses are still served");
+
+        // With admin slots, an address at its limit still lets an admin in.
+        let a = admission(10, 1, 1);
+        let mut held = a.admit(ip(1)).unwrap();
+        held.hello_done(Role::Read).unwrap();
+        let mut reader = a.admit(ip(1)).unwrap();
+        assert_eq!(
+            reader.hello_done(Role::Read).unwrap_err(),
+            Refusal::PerAddress {
+                addr: ip(1),
+                limit: 1
+            }
+        );
+        drop(reader);
+        a.admit(ip(1)).unwrap().hello_done(Role::Admin).unwrap();
     }
 }
