@@ -883,7 +883,7 @@ fn series_frame(id: u32) -> Vec<u8> {
     encode(
         id,
         &Request::Series(tallydb_protocol::SeriesQuery {
-            selector: Selector::Prefix("flood{"),
+            selector: Selector::Prefix("flood"),
             limit: FLOOD_SERIES as u32,
         }),
     )
@@ -906,7 +906,8 @@ fn answer_flooding_readers_keep_the_server_bounded_and_others_served() {
     let pid = server.pid();
     let rt = runtime();
     {
-        let (_, mut admin) = served(&rt, [127, 0, 0, 1], server.addr, ADMIN_TOKEN).unwrap();
+        let mut admin = tallydb_e2e::Client::connect(server.addr);
+        admin.hello(ADMIN_TOKEN.as_bytes()).unwrap();
         let keys: Vec<String> = (0..FLOOD_SERIES).map(flood_key).collect();
         for chunk in keys.chunks(3_000) {
             let events = chunk
@@ -918,21 +919,17 @@ fn answer_flooding_readers_keep_the_server_bounded_and_others_served() {
                     event_id: None,
                 })
                 .collect();
-            admin
-                .write_all(&encode(
-                    3,
-                    &Request::Incr(Incr {
-                        producer: None,
-                        events,
-                    }),
-                ))
-                .unwrap();
-            assert_eq!(read_frame(&mut admin, &mut Vec::new()).unwrap(), Some(None));
+            admin.incr(None, events);
         }
         // One answer, read: it really is large.
-        admin.write_all(&series_frame(4)).unwrap();
-        let mut buf = Vec::new();
-        assert_eq!(read_frame(&mut admin, &mut buf).unwrap(), Some(None));
+        let reply = admin.call(&Request::Series(tallydb_protocol::SeriesQuery {
+            selector: Selector::Prefix("flood"),
+            limit: FLOOD_SERIES as u32,
+        }));
+        match reply.response() {
+            Response::SeriesOk(ok) => assert_eq!(ok.keys.len(), FLOOD_SERIES),
+            other => panic!("{other:?}"),
+        }
     }
     let rss_before = proc_kib(pid, "VmRSS").unwrap();
 
@@ -989,7 +986,7 @@ fn answer_flooding_readers_keep_the_server_bounded_and_others_served() {
     drop(sockets);
     let status = server.terminate();
     println!(
-        "answer flood: {FLOOD_READERS} readers sent {} SERIES requests of ~8 MB answers; \
+        "answer flood: {FLOOD_READERS} readers wrote {} SERIES requests for ~8 MB answers; \
          server RSS before {rss_before} KiB, at the end {rss_flood} KiB, peak sampled {peak} KiB",
         sent.load(Ordering::Relaxed)
     );
@@ -1140,6 +1137,15 @@ fn snapshot_targets_must_be_absolute_and_outside_the_data_directory() {
     c.hello(ADMIN_TOKEN.as_bytes()).unwrap();
     c.add("snap.me", 1);
     let relative = format!("hostile-snapshot-{}", std::process::id());
+    /// A server that accepts the relative target writes it into its working directory
+    /// (this crate's): removed however the test ends.
+    struct RemoveOnDrop(String);
+    impl Drop for RemoveOnDrop {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = RemoveOnDrop(relative.clone());
     let inside = dir.path().join("data").join("snap");
     let sneaky = dir.path().join("elsewhere/../data/snap2");
     for target in [
@@ -1157,8 +1163,6 @@ fn snapshot_targets_must_be_absolute_and_outside_the_data_directory() {
         );
     }
     assert!(!inside.exists() && !dir.path().join("data/snap2").exists());
-    // The old server wrote a relative target into its working directory: clean up.
-    let _ = std::fs::remove_dir_all(&relative);
     let outside = dir.path().join("snap");
     let reply = c.call(&Request::Snapshot(tallydb_protocol::Snapshot {
         target_dir: &outside.display().to_string(),
