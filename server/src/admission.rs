@@ -234,6 +234,13 @@ impl Ticket {
         std::future::pending::<()>().await;
     }
 
+    /// For a connection on a slot kept for the admin role: the refusal it gets unless
+    /// `HELLO` grants admin (also the answer when its handshake times out).
+    pub fn unless_admin(&self) -> Option<Refusal> {
+        let st = self.admission.lock();
+        st.live.get(&self.id)?.unless_admin.clone()
+    }
+
     /// Records that `HELLO` granted `role`: the connection can no longer be evicted.
     /// A connection on an admin slot is refused unless `role` is admin.
     pub fn hello_done(&mut self, role: Role) -> Result<(), Refusal> {

@@ -346,6 +346,11 @@ async fn handshake(
                 return Err(CloseReason::Evicted);
             }
             () = tokio::time::sleep_until(deadline) => {
+                // On an admin slot the server was full: that is the answer.
+                if let Some(refusal) = ticket.unless_admin() {
+                    close_with(socket, 0, ErrorCode::Busy, refusal.to_string()).await;
+                    return Err(CloseReason::Refused(refusal.to_string()));
+                }
                 let message = format!(
                     "no HELLO completed within {} ms of connecting",
                     limits.handshake_timeout.as_millis()
