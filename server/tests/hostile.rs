@@ -1089,7 +1089,7 @@ fn admin_slots_let_an_admin_in_when_sessions_fill_the_limit() {
         sessions.push(s);
     }
     let refused = served(&rt, [127, 0, 0, 1], server.addr, READ_TOKEN);
-    let err = refused.err().expect("a reader beyond the limit is refused");
+    let err = refused.expect_err("a reader beyond the limit is refused");
     assert!(err.contains(&ErrorCode::Busy.code().to_string()), "{err}");
     let (took, _admin) = served(&rt, [127, 0, 0, 1], server.addr, ADMIN_TOKEN)
         .expect("an admin gets a slot kept for the admin role");
@@ -1116,8 +1116,7 @@ fn one_address_cannot_take_every_connection() {
         sessions.push(s);
     }
     let err = served(&rt, greedy, server.addr, READ_TOKEN)
-        .err()
-        .expect("one more session from the same address is refused");
+        .expect_err("one more session from the same address is refused");
     assert!(err.contains(&ErrorCode::Busy.code().to_string()), "{err}");
     // Other addresses are served, and the greedy one once it closes a session.
     served(&rt, [127, 0, 4, 2], server.addr, READ_TOKEN).unwrap();
