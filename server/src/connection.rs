@@ -260,6 +260,14 @@ struct Gate<'a> {
     shutdown: &'a mut Shutdown,
 }
 
+/// Counts a connection refused (or evicted) during its handshake.
+fn refused(shared: &Shared) {
+    shared
+        .stats
+        .connections_refused
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Sends a last `ERROR` (best effort, briefly) and closes the socket.
 async fn close_with(socket: &mut TcpStream, id: u32, code: ErrorCode, message: String) {
     let mut out = BytesMut::new();
@@ -308,6 +316,7 @@ async fn handshake(
                 } => {
                     if let Err(refusal) = ticket.hello_done(session.role) {
                         // HELLO_OK is replaced by the refusal.
+                        refused(shared);
                         out.truncate(mark);
                         write_out(socket, &out, limits.idle_timeout).await?;
                         close_with(socket, id, ErrorCode::Busy, refusal.to_string()).await;
@@ -341,6 +350,7 @@ async fn handshake(
         tokio::select! {
             _ = shutdown.recv() => return Err(CloseReason::Shutdown),
             () = ticket.evicted() => {
+                refused(shared);
                 let message = "the server is full and this connection had not completed HELLO; retry later";
                 close_with(socket, 0, ErrorCode::Busy, message.into()).await;
                 return Err(CloseReason::Evicted);
@@ -348,6 +358,7 @@ async fn handshake(
             () = tokio::time::sleep_until(deadline) => {
                 // On an admin slot the server was full: that is the answer.
                 if let Some(refusal) = ticket.unless_admin() {
+                    refused(shared);
                     close_with(socket, 0, ErrorCode::Busy, refusal.to_string()).await;
                     return Err(CloseReason::Refused(refusal.to_string()));
                 }
