@@ -14,6 +14,9 @@
 //! - `tally-storage-profile`: one workload in a loop, to run under a profiler.
 //! - `tally-bench` ([`load`]): the load generator, driving a real `tallyd` over the
 //!   wire protocol (see `docs/BENCHMARKS.md`).
+//! - `tally-hostile`: a real `tallyd` under hostile clients on loopback: RSS under
+//!   six connections flooding large answers they never read, and the time for a
+//!   fresh client to be served beside 1,024 silent sockets.
 //! - `tally-peers-vm` ([`peers`]): the same dataset and queries against
 //!   VictoriaMetrics and a private `tallyd`, run by `benches/peers/run.sh`.
 //!

@@ -87,6 +87,14 @@ max_aliases = 65536
 max_pipeline = 128
 # A connection with no request in flight and nothing received for this long is closed.
 idle_timeout = "5m"
+# A connection that has not completed HELLO within this long is closed.
+handshake_timeout = "5s"
+# Most connections from one IP address (a connection over it first evicts the oldest
+# connection of that address still in its handshake, else is answered BUSY).
+max_connections_per_address = 256
+# Connections accepted beyond max_connections for the admin role only (any other role
+# is answered BUSY after HELLO), so an operator can always get in.
+admin_reserved_connections = 8
 
 [log]
 # "text" (human-readable lines) or "json" (one JSON object per line), on stderr.
@@ -132,6 +140,9 @@ pub const SCALAR_KEYS: &[&str] = &[
     "limits.max_aliases",
     "limits.max_pipeline",
     "limits.idle_timeout",
+    "limits.handshake_timeout",
+    "limits.max_connections_per_address",
+    "limits.admin_reserved_connections",
     "log.format",
     "log.level",
     "auth.allow_remote_without_token",

@@ -54,6 +54,12 @@ pub struct LimitsConfig {
     pub max_pipeline: usize,
     /// Idle connections are closed after this long.
     pub idle_timeout: Duration,
+    /// Connections that have not completed `HELLO` are closed after this long.
+    pub handshake_timeout: Duration,
+    /// Most connections from one IP address.
+    pub max_connections_per_address: usize,
+    /// Slots beyond `max_connections` kept for the admin role.
+    pub admin_reserved_connections: usize,
 }
 
 /// Logging.
@@ -136,6 +142,9 @@ impl Default for Config {
                 max_aliases: 65_536,
                 max_pipeline: 128,
                 idle_timeout: Duration::from_secs(300),
+                handshake_timeout: Duration::from_secs(5),
+                max_connections_per_address: 256,
+                admin_reserved_connections: 8,
             },
             log: LogConfig {
                 format: LogFormat::Text,

@@ -40,6 +40,9 @@ struct RawLimits {
     max_aliases: Option<u64>,
     max_pipeline: Option<u64>,
     idle_timeout: Option<String>,
+    handshake_timeout: Option<String>,
+    max_connections_per_address: Option<u64>,
+    admin_reserved_connections: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -137,6 +140,13 @@ impl RawConfig {
             "limits.max_aliases" => self.limits.max_aliases = Some(int()?),
             "limits.max_pipeline" => self.limits.max_pipeline = Some(int()?),
             "limits.idle_timeout" => self.limits.idle_timeout = s(),
+            "limits.handshake_timeout" => self.limits.handshake_timeout = s(),
+            "limits.max_connections_per_address" => {
+                self.limits.max_connections_per_address = Some(int()?)
+            }
+            "limits.admin_reserved_connections" => {
+                self.limits.admin_reserved_connections = Some(int()?)
+            }
             "log.format" => self.log.format = s(),
             "log.level" => self.log.level = s(),
             "auth.allow_remote_without_token" => {
@@ -331,9 +341,29 @@ impl RawConfig {
                 1..=65_536,
             )? as usize,
             idle_timeout: self.duration("limits.idle_timeout", &l.idle_timeout, dl.idle_timeout)?,
+            handshake_timeout: self.duration(
+                "limits.handshake_timeout",
+                &l.handshake_timeout,
+                dl.handshake_timeout,
+            )?,
+            max_connections_per_address: self.int(
+                "limits.max_connections_per_address",
+                l.max_connections_per_address,
+                dl.max_connections_per_address as u64,
+                1..=1_000_000,
+            )? as usize,
+            admin_reserved_connections: self.int(
+                "limits.admin_reserved_connections",
+                l.admin_reserved_connections,
+                dl.admin_reserved_connections as u64,
+                0..=1_000,
+            )? as usize,
         };
         if limits.idle_timeout.is_zero() {
             return Err(self.invalid("limits.idle_timeout", "must be longer than zero"));
+        }
+        if limits.handshake_timeout.is_zero() {
+            return Err(self.invalid("limits.handshake_timeout", "must be longer than zero"));
         }
         let format = match &self.log.format {
             None => d.log.format,

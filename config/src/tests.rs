@@ -59,6 +59,9 @@ fn every_scalar_key_can_be_set_by_its_variable() {
         ("limits.max_aliases", "5"),
         ("limits.max_pipeline", "3"),
         ("limits.idle_timeout", "9s"),
+        ("limits.handshake_timeout", "2s"),
+        ("limits.max_connections_per_address", "6"),
+        ("limits.admin_reserved_connections", "1"),
         ("log.format", "json"),
         ("log.level", "debug"),
         ("auth.allow_remote_without_token", "true"),
@@ -84,6 +87,9 @@ fn every_scalar_key_can_be_set_by_its_variable() {
     assert_eq!(c.limits.max_aliases, 5);
     assert_eq!(c.limits.max_pipeline, 3);
     assert_eq!(c.limits.idle_timeout, Duration::from_secs(9));
+    assert_eq!(c.limits.handshake_timeout, Duration::from_secs(2));
+    assert_eq!(c.limits.max_connections_per_address, 6);
+    assert_eq!(c.limits.admin_reserved_connections, 1);
     assert_eq!(c.log.format, LogFormat::Json);
     assert_eq!(c.log.level, "debug");
     assert!(c.auth.allow_remote_without_token);

@@ -4,7 +4,10 @@
 //!
 //! 1. **Handshake.** Frames are read with the [`HANDSHAKE_MAX_FRAME`] limit until a
 //!    `HELLO` is accepted ([`cmd::handshake`]). A wrong version or a refused token
-//!    is answered with `ERROR` and closes the connection.
+//!    is answered with `ERROR` and closes the connection. So does a handshake not
+//!    completed within `handshake_timeout` (`UNAUTHENTICATED`), one evicted by a
+//!    newcomer while the server is full, and a session on a slot kept for the admin
+//!    role whose role is not admin (both `BUSY`; see [`crate::admission`]).
 //! 2. **Session.** Two futures run concurrently on the connection's task:
 //!    - the *reader* reads into a [`BytesMut`], checks each frame's declared length
 //!      against the negotiated maximum as soon as its 4 length bytes are in (before
@@ -17,7 +20,11 @@
 //!
 //! Memory is bounded per connection: the read buffer holds at most one frame plus a
 //! read chunk, the queue at most `max_pipeline` frames and, through a byte budget
-//! ([`Semaphore`]), at most `max_frame + 1 MiB` bytes of queued requests.
+//! ([`Semaphore`]), at most `max_frame + 1 MiB` bytes of queued requests. Answers
+//! count too: once the unsent answers reach [`ANSWER_BUDGET`] (1 MiB) they are
+//! written out before another request is answered, so a peer that never reads holds
+//! at most 1 MiB plus one answer (at most `max_frame`) of answers; meanwhile the queue
+//! fills and the reader stops reading the socket.
 //!
 //! A length field that breaks the limit loses the framing: the connection answers
 //! `ERROR` with request id 0 after the responses already due, and closes. Other decode
@@ -41,6 +48,7 @@ use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, mpsc, OwnedSemaphorePermit, Semaphore};
 
+use crate::admission::Ticket;
 use crate::cmd::{self, Handshake, Session, Shared};
 
 /// How much to read at a time.
@@ -49,6 +57,9 @@ const READ_CHUNK: usize = 64 * 1024;
 const BATCH_FRAMES: usize = 32;
 /// Most request bytes answered by one trip to the blocking pool.
 const BATCH_BYTES: usize = 1 << 20;
+/// Unsent answer bytes past which a connection writes them out (waiting for its peer
+/// to read) before answering another request.
+const ANSWER_BUDGET: usize = 1 << 20;
 /// How long a connection closed after a fatal `ERROR` keeps draining its input.
 const LINGER: Duration = Duration::from_millis(500);
 /// How much input it drains at most.
@@ -59,6 +70,8 @@ const LINGER_BYTES: usize = 1 << 20;
 pub struct ConnectionLimits {
     /// Close a connection idle for this long.
     pub idle_timeout: Duration,
+    /// Close a connection that has not completed `HELLO` after this long.
+    pub handshake_timeout: Duration,
     /// Most frames queued ahead of the one being answered.
     pub max_pipeline: usize,
 }
@@ -80,6 +93,13 @@ pub enum CloseReason {
     FramingLost(String),
     /// The handshake failed; an `ERROR` was sent.
     HandshakeFailed(String),
+    /// `HELLO` did not complete within `handshake_timeout`; an `ERROR` was sent.
+    HandshakeTimeout,
+    /// A newcomer needed the slot of this connection, still in its handshake; an
+    /// `ERROR BUSY` was sent.
+    Evicted,
+    /// The connection was refused a slot after `HELLO`; an `ERROR BUSY` was sent.
+    Refused(String),
     /// A socket error.
     Io(String),
     /// An internal failure (a handler task panicked).
@@ -96,6 +116,9 @@ impl std::fmt::Display for CloseReason {
             Self::Shutdown => f.write_str("server shutdown"),
             Self::FramingLost(e) => write!(f, "framing lost: {e}"),
             Self::HandshakeFailed(e) => write!(f, "handshake failed: {e}"),
+            Self::HandshakeTimeout => f.write_str("no HELLO within the handshake timeout"),
+            Self::Evicted => f.write_str("evicted before HELLO: the server is full"),
+            Self::Refused(e) => write!(f, "refused after HELLO: {e}"),
             Self::Io(e) => write!(f, "socket error: {e}"),
             Self::Internal(e) => write!(f, "internal error: {e}"),
         }
@@ -155,21 +178,27 @@ enum Item {
     Fatal(ErrorReply<'static>),
 }
 
-/// Serves one connection until it closes; returns why it closed.
+/// Serves one connection, admitted with `ticket`, until it closes; returns why it
+/// closed.
 pub async fn serve(
     shared: Arc<Shared>,
     mut socket: TcpStream,
     peer: SocketAddr,
     limits: ConnectionLimits,
+    ticket: &mut Ticket,
     shutdown: &mut Shutdown,
     info: &mut ClientInfo,
 ) -> CloseReason {
     let mut buf = BytesMut::with_capacity(4096);
-    let session =
-        match handshake(&shared, &mut socket, peer, limits, shutdown, &mut buf, info).await {
-            Ok(s) => s,
-            Err(reason) => return reason,
-        };
+    let gate = Gate {
+        limits,
+        ticket,
+        shutdown,
+    };
+    let session = match handshake(&shared, &mut socket, peer, gate, &mut buf, info).await {
+        Ok(s) => s,
+        Err(reason) => return reason,
+    };
     let (mut rd, mut wr) = socket.split();
     let (tx, rx) = mpsc::channel(limits.max_pipeline);
     let budget_bytes = shared.limits.max_frame as usize + 4 + BATCH_BYTES;
@@ -224,18 +253,59 @@ async fn write_out(
     }
 }
 
+/// What ends a handshake besides the peer: its deadline, eviction, shutdown.
+struct Gate<'a> {
+    limits: ConnectionLimits,
+    ticket: &'a mut Ticket,
+    shutdown: &'a mut Shutdown,
+}
+
+/// Counts a connection refused (or evicted) during its handshake.
+fn refused(shared: &Shared) {
+    shared
+        .stats
+        .connections_refused
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Sends a last `ERROR` (best effort, briefly) and closes the socket.
+async fn close_with(socket: &mut TcpStream, id: u32, code: ErrorCode, message: String) {
+    let mut out = BytesMut::new();
+    encode_response(
+        id,
+        &Response::Error(ErrorReply::new(code, message)),
+        &mut out,
+    );
+    let _ = write_out(socket, &out, LINGER).await;
+    let _ = socket.shutdown().await;
+    linger(socket).await;
+}
+
 async fn handshake(
     shared: &Shared,
     socket: &mut TcpStream,
     peer: SocketAddr,
-    limits: ConnectionLimits,
-    shutdown: &mut Shutdown,
+    gate: Gate<'_>,
     buf: &mut BytesMut,
     info: &mut ClientInfo,
 ) -> Result<Session, CloseReason> {
+    let Gate {
+        limits,
+        ticket,
+        shutdown,
+    } = gate;
+    let deadline = tokio::time::Instant::now() + limits.handshake_timeout;
     let mut out = BytesMut::new();
     loop {
-        while let Some((used, outcome)) = cmd::handshake(shared, peer.ip(), buf, &mut out) {
+        loop {
+            let mark = out.len();
+            let id = FrameHeader::peek(buf, HANDSHAKE_MAX_FRAME)
+                .ok()
+                .flatten()
+                .map_or(0, |h| h.request_id);
+            let Some((used, outcome)) = cmd::handshake(shared, peer.ip(), buf, &mut out) else {
+                break;
+            };
             buf.advance(used.min(buf.len()));
             match outcome {
                 Handshake::Continue => {}
@@ -244,6 +314,14 @@ async fn handshake(
                     client_name,
                     token_name,
                 } => {
+                    if let Err(refusal) = ticket.hello_done(session.role) {
+                        // HELLO_OK is replaced by the refusal.
+                        refused(shared);
+                        out.truncate(mark);
+                        write_out(socket, &out, limits.idle_timeout).await?;
+                        close_with(socket, id, ErrorCode::Busy, refusal.to_string()).await;
+                        return Err(CloseReason::Refused(refusal.to_string()));
+                    }
                     write_out(socket, &out, limits.idle_timeout).await?;
                     info.name = Some(client_name);
                     info.role = Some(match session.role {
@@ -271,12 +349,31 @@ async fn handshake(
         }
         tokio::select! {
             _ = shutdown.recv() => return Err(CloseReason::Shutdown),
-            r = tokio::time::timeout(limits.idle_timeout, socket.read_buf(buf)) => match r {
-                Err(_) => return Err(CloseReason::IdleTimeout),
-                Ok(Ok(0)) if buf.is_empty() => return Err(CloseReason::PeerClosed),
-                Ok(Ok(0)) => return Err(CloseReason::PeerClosedMidFrame),
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => return Err(CloseReason::Io(e.to_string())),
+            () = ticket.evicted() => {
+                refused(shared);
+                let message = "the server is full and this connection had not completed HELLO; retry later";
+                close_with(socket, 0, ErrorCode::Busy, message.into()).await;
+                return Err(CloseReason::Evicted);
+            }
+            () = tokio::time::sleep_until(deadline) => {
+                // On an admin slot the server was full: that is the answer.
+                if let Some(refusal) = ticket.unless_admin() {
+                    refused(shared);
+                    close_with(socket, 0, ErrorCode::Busy, refusal.to_string()).await;
+                    return Err(CloseReason::Refused(refusal.to_string()));
+                }
+                let message = format!(
+                    "no HELLO completed within {} ms of connecting",
+                    limits.handshake_timeout.as_millis()
+                );
+                close_with(socket, 0, ErrorCode::Unauthenticated, message).await;
+                return Err(CloseReason::HandshakeTimeout);
+            }
+            r = socket.read_buf(buf) => match r {
+                Ok(0) if buf.is_empty() => return Err(CloseReason::PeerClosed),
+                Ok(0) => return Err(CloseReason::PeerClosedMidFrame),
+                Ok(_) => {}
+                Err(e) => return Err(CloseReason::Io(e.to_string())),
             },
         }
     }
@@ -398,6 +495,16 @@ async fn process(
         let mut fatal = None;
         let mut next = 0;
         while next < batch.len() {
+            // Unsent answers count against the connection's budget: past it, they are
+            // written (waiting for the peer to read them) before the next request is
+            // answered, so the queue fills and the reader stops reading.
+            if out.len() >= ANSWER_BUDGET {
+                cmd::settle_pending(shared, &mut session, &mut out).await;
+                if let Err(reason) = write_out(wr, &out, write_timeout).await {
+                    return Some(reason);
+                }
+                out.clear();
+            }
             let frame = match &batch[next] {
                 Item::Frame { bytes, .. } => bytes,
                 Item::Fatal(reply) => {
@@ -415,7 +522,8 @@ async fn process(
                 next += 1;
                 continue;
             }
-            // The run of frames that need the blocking pool goes there in one hop.
+            // The run of frames that need the blocking pool goes there in one hop, which
+            // stops early once the answers reach the budget.
             let run: Vec<Bytes> = batch[next..]
                 .iter()
                 .map_while(|item| match item {
@@ -423,20 +531,25 @@ async fn process(
                     _ => None,
                 })
                 .collect();
-            next += run.len();
             let task_shared = Arc::clone(shared);
             let mut task_out = std::mem::take(&mut out);
             let joined = tokio::task::spawn_blocking(move || {
+                let mut done = 0;
                 for frame in &run {
                     cmd::handle_frame(&task_shared, &mut session, frame, &mut task_out);
+                    done += 1;
+                    if task_out.len() >= ANSWER_BUDGET {
+                        break;
+                    }
                 }
-                (session, task_out)
+                (session, task_out, done)
             })
             .await;
             match joined {
-                Ok((back, back_out)) => {
+                Ok((back, back_out, done)) => {
                     session = back;
                     out = back_out;
+                    next += done;
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "a request handler failed");

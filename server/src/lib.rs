@@ -9,13 +9,15 @@
 //! - [`config`]: the `tallydb-config` crate re-exported (shared with `tally-admin`):
 //!   the TOML file, `TALLYD_*` variables and flags, resolved and validated into a
 //!   [`Config`] before anything is opened; [`config::DEFAULT_CONFIG`] documents every key.
-//! - [`server`]: [`run`], the accept loop, the connection limit (a semaphore) and
-//!   graceful shutdown (a broadcast, then waiting for every connection task, then
-//!   closing the engine).
+//! - [`server`]: [`run`], the accept loop and graceful shutdown (a broadcast, then
+//!   waiting for every connection task, then closing the engine).
+//! - [`admission`]: connection slots: the global and per-address limits, eviction of
+//!   connections still in their handshake when a newcomer needs the slot, and the
+//!   slots kept for the admin role.
 //! - [`connection`]: one connection: the handshake under the 4 KiB handshake frame
 //!   limit, then a reader that frames requests (length checked before anything is
-//!   allocated) and a processor that answers them in order; idle timeout; per-connection
-//!   memory bounds.
+//!   allocated) and a processor that answers them in order; handshake deadline, idle
+//!   timeout; per-connection memory bounds (queued requests and unsent answers).
 //! - [`cmd`]: the commands, one file per command family (`hello`, `incr`, `query`,
 //!   `stats`, `admin`) and a dispatcher: one request to one engine call and one
 //!   response; roles; storage errors → protocol error codes.
@@ -30,6 +32,7 @@
 //! many connections' `INCR`s share the engine's group commit, since each `apply` call
 //! blocks on its own blocking-pool thread until the shared fsync covers it.
 
+pub mod admission;
 pub mod aliases;
 pub mod auth;
 pub mod cmd;

@@ -1,8 +1,9 @@
 //! The accept loop, the connection limit and graceful shutdown.
 //!
 //! [`run`] accepts connections until its `shutdown` future completes, one task per
-//! connection. A [`Semaphore`] caps the connections served at once; a connection over
-//! the cap is answered `ERROR BUSY` (request id 0) and closed. On shutdown the listener
+//! connection. [`Admission`] decides who gets a slot (the global and per-address
+//! limits, eviction of connections still in their handshake, the admin slots); a
+//! connection refused one is answered `ERROR BUSY` (request id 0) and closed. On shutdown the listener
 //! is dropped (no new connections), a broadcast tells every connection to stop reading,
 //! each finishes the requests it already read, and `run` waits until every connection
 //! task has ended (each holds a clone of an `mpsc` sender; the receiver sees the channel
@@ -19,8 +20,9 @@ use tallydb_protocol::{encode_response, ErrorCode, ErrorReply, Response};
 use tallydb_storage::Engine;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{broadcast, mpsc, Semaphore};
+use tokio::sync::{broadcast, mpsc};
 
+use crate::admission::{Admission, AdmissionLimits};
 use crate::auth::Authenticator;
 use crate::cmd::{ServerStats, Shared};
 use crate::config::Config;
@@ -76,10 +78,14 @@ pub async fn serve(
     let mut listener = Listener {
         listener,
         shared: Arc::clone(&shared),
-        limit: Arc::new(Semaphore::new(config.limits.max_connections)),
-        max_connections: config.limits.max_connections,
+        admission: Admission::new(AdmissionLimits {
+            max_connections: config.limits.max_connections,
+            max_per_address: config.limits.max_connections_per_address,
+            admin_reserved: config.limits.admin_reserved_connections,
+        }),
         conn_limits: ConnectionLimits {
             idle_timeout: config.limits.idle_timeout,
+            handshake_timeout: config.limits.handshake_timeout,
             max_pipeline: config.limits.max_pipeline,
         },
         notify_shutdown,
@@ -121,8 +127,7 @@ pub async fn serve(
 struct Listener {
     listener: TcpListener,
     shared: Arc<Shared>,
-    limit: Arc<Semaphore>,
-    max_connections: usize,
+    admission: Arc<Admission>,
     conn_limits: ConnectionLimits,
     notify_shutdown: broadcast::Sender<()>,
     shutdown_complete_tx: mpsc::Sender<()>,
@@ -141,14 +146,17 @@ impl Listener {
                 }
             };
             let _ = socket.set_nodelay(true);
-            let Ok(permit) = Arc::clone(&self.limit).try_acquire_owned() else {
-                self.shared
-                    .stats
-                    .connections_refused
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%peer, limit = self.max_connections, "connection refused: too many connections");
-                tokio::spawn(refuse_busy(socket, self.max_connections));
-                continue;
+            let mut ticket = match self.admission.admit(peer.ip()) {
+                Ok(t) => t,
+                Err(refusal) => {
+                    self.shared
+                        .stats
+                        .connections_refused
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%peer, %refusal, "connection refused");
+                    tokio::spawn(refuse_busy(socket, refusal.to_string()));
+                    continue;
+                }
             };
             let shared = Arc::clone(&self.shared);
             let limits = self.conn_limits;
@@ -166,6 +174,7 @@ impl Listener {
                     socket,
                     peer,
                     limits,
+                    &mut ticket,
                     &mut shutdown,
                     &mut info,
                 )
@@ -175,7 +184,7 @@ impl Listener {
                     .stats
                     .connections_open
                     .fetch_sub(1, Ordering::Relaxed);
-                drop(permit);
+                drop(ticket);
                 drop(done);
             });
         }
@@ -199,12 +208,9 @@ fn log_close(
     );
 }
 
-async fn refuse_busy(mut socket: TcpStream, limit: usize) {
+async fn refuse_busy(mut socket: TcpStream, message: String) {
     let mut out = BytesMut::new();
-    let reply = ErrorReply::new(
-        ErrorCode::Busy,
-        format!("too many connections: the limit is {limit}; retry later"),
-    );
+    let reply = ErrorReply::new(ErrorCode::Busy, message);
     encode_response(0, &Response::Error(reply), &mut out);
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         let _ = socket.write_all(&out).await;

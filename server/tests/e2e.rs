@@ -759,7 +759,10 @@ fn producer_retry_is_counted_once() {
 #[test]
 fn connection_limit_and_idle_timeout() {
     let env = Env::new();
-    let server = env.start_with_config("[limits]\nmax_connections = 2\nidle_timeout = \"1s\"\n");
+    // No slots kept for the admin role: the third connection is refused at once.
+    let server = env.start_with_config(
+        "[limits]\nmax_connections = 2\nadmin_reserved_connections = 0\nidle_timeout = \"1s\"\n",
+    );
     let mut a = server.client();
     let _b = server.client();
     let mut c = Client::connect(server.addr);

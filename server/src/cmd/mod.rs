@@ -56,7 +56,8 @@ pub struct ServerStats {
     pub connections_open: AtomicU64,
     /// Connections accepted since start.
     pub connections_total: AtomicU64,
-    /// Connections refused because `max_connections` were open.
+    /// Connections refused a slot (`max_connections`, the per-address limit, a
+    /// non-admin session on an admin slot) or evicted during their handshake.
     pub connections_refused: AtomicU64,
     /// Requests answered (successfully or not) since start.
     pub requests: AtomicU64,
