@@ -234,11 +234,8 @@ impl Select {
             Select::Metric(name, matchers) => {
                 key.name() == name
                     && matchers.iter().all(|(l, v, eq)| {
-                        let got = key
-                            .labels()
-                            .find(|(kl, _)| kl == l)
-                            .map_or("", |(_, kv)| kv);
-                        (got == v) == *eq
+                        let got = key.label(l).unwrap_or_default();
+                        (got == v.as_str()) == *eq
                     })
             }
         }

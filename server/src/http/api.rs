@@ -446,7 +446,7 @@ pub async fn label_values(
                 if name == "__name__" {
                     Some(k.name().to_string())
                 } else {
-                    k.label(&name).map(str::to_string)
+                    k.label(&name).map(|v| v.into_owned())
                 }
             })
             .collect();

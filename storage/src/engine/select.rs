@@ -45,7 +45,7 @@ pub(super) fn resolve_ids(dict: &SeriesDict, selector: &Selector) -> Vec<u32> {
                     };
                     matchers.iter().all(|m| match m {
                         Matcher::Eq(..) => true,
-                        Matcher::Ne(l, v) => key.label(l).unwrap_or("") != v,
+                        Matcher::Ne(l, v) => key.label(l).as_deref().unwrap_or("") != v,
                     })
                 })
                 .collect()
@@ -84,8 +84,7 @@ pub(super) fn resolve_groups(
             .map(|l| {
                 dict.key(*id)
                     .and_then(|k| k.label(l))
-                    .unwrap_or("")
-                    .to_string()
+                    .map_or_else(String::new, |v| v.into_owned())
             })
             .collect();
         let g = *index.entry(values.clone()).or_insert_with(|| {
