@@ -20,6 +20,8 @@
 //! - [`response`]: server → client messages ([`Response`]), including [`ErrorReply`].
 //! - [`answer`]: the owned forms of the responses ([`Answer`], [`answer::TopResult`],
 //!   [`answer::RangeResult`] ...) a client keeps after decoding; used by the client crate.
+//! - [`text`]: selectors and times as people type them, one parser for every tool
+//!   ([`text::ParsedSelector`], [`text::parse_time`]).
 //! - [`error`]: [`DecodeError`] for untrusted bytes and the stable [`ErrorCode`]s.
 //! - `codec` (private): varints, zigzag, strings, counts — the wire primitives.
 //! - `fuzzing` (hidden, only with the cargo feature `fuzzing`, off by default): the
@@ -53,6 +55,7 @@ pub mod fuzzing;
 pub mod incr;
 pub mod request;
 pub mod response;
+pub mod text;
 
 #[cfg(test)]
 mod tests;
@@ -65,8 +68,8 @@ pub use frame::{
 };
 pub use incr::{Event, Incr, IncrBuilder, Producer, SeriesRef};
 pub use request::{
-    Function, Hello, MatchOp, Matcher, MetricSelector, RangeQuery, Request, Selector, SeriesQuery,
-    Snapshot, Step, TopQuery, TotalQuery,
+    Function, Hello, MatchOp, Matcher, MetricSelector, PrefixSelector, RangeQuery, Request,
+    Selector, SeriesQuery, Snapshot, Step, TopQuery, TotalQuery,
 };
 pub use response::{
     AdminOk, ErrorReply, Group, HelloOk, IncrOk, Label, Limits, Point, RangeGroups, RangeOk,

@@ -546,7 +546,10 @@ mod tests {
     fn quoting_rules_are_named() {
         for bad in [r#"m{v="a\nb"}"#, r#"m{v="tab\there"}"#, "m{v=\"a\u{1}\"}"] {
             assert!(
-                matches!(SeriesKey::parse(bad), Err(SeriesError::BadLabelValue { .. })),
+                matches!(
+                    SeriesKey::parse(bad),
+                    Err(SeriesError::BadLabelValue { .. })
+                ),
                 "{bad}"
             );
         }

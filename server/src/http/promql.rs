@@ -275,7 +275,12 @@ impl Evaluator<'_> {
             .map(|k| {
                 label_names
                     .iter()
-                    .map(|l| (l.clone(), k.label(l).map_or_else(String::new, |v| v.into_owned())))
+                    .map(|l| {
+                        (
+                            l.clone(),
+                            k.label(l).map_or_else(String::new, |v| v.into_owned()),
+                        )
+                    })
                     .collect()
             })
             .collect();
