@@ -18,6 +18,8 @@
 //! - [`incr`]: the `INCR` batch ([`Incr`], [`Event`], [`SeriesRef`] with per-connection
 //!   aliases) and [`IncrBuilder`], which streams events into a buffer.
 //! - [`response`]: server → client messages ([`Response`]), including [`ErrorReply`].
+//! - [`total_groups`]: `TOTAL_GROUPS_OK`, the per-group answer to a grouping `TOTAL`
+//!   ([`total_groups::TotalGroupsOk`] and its owned form).
 //! - [`answer`]: the owned forms of the responses ([`Answer`], [`answer::TopResult`],
 //!   [`answer::RangeResult`] ...) a client keeps after decoding; used by the client crate.
 //! - [`text`]: selectors and times as people type them, one parser for every tool
@@ -56,6 +58,7 @@ pub mod incr;
 pub mod request;
 pub mod response;
 pub mod text;
+pub mod total_groups;
 
 #[cfg(test)]
 mod tests;

@@ -27,7 +27,8 @@ pub enum Request<'a> {
     Incr(Incr<'a>),
     /// Points over a time range, answered by `RANGE_OK`.
     Range(RangeQuery<'a>),
-    /// One total over a time range, answered by `TOTAL_OK`.
+    /// One total over a time range, answered by `TOTAL_OK`, or by `TOTAL_GROUPS_OK`
+    /// when its selector groups.
     Total(TotalQuery<'a>),
     /// The largest sums, answered by `TOP_OK`.
     Top(TopQuery<'a>),
