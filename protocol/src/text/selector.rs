@@ -5,12 +5,11 @@
 //! |---|---|
 //! | `*` | every series (offline tools only; a server query names a metric) |
 //! | `clicks` | every series of metric `clicks`, summed |
-//! | `clicks{ad=7,country=US}` | exactly that series (labels in any order) |
-//! | `clicks{country="US",ad!="7"}` | series passing every matcher (any `!=` makes it a matcher selector) |
+//! | `clicks{country="US",ad!="7"}` | series of `clicks` passing every matcher, summed (as in PromQL) |
 //! | `clicks{country=US} by (ad)` | matchers, one group per value of `ad` |
-//! | `{__name__="clicks",country="US"}` | the PromQL spelling of `metric:clicks{country=US}` |
-//! | `metric:clicks{country=US}` | matchers only, never the exact series |
-//! | `exact:clicks{ad=7,country=US}` | that one series, spelled out |
+//! | `{__name__="clicks",country="US"}` | the PromQL spelling of `clicks{country=US}` |
+//! | `metric:clicks{country=US}` | the same as `clicks{country=US}` (kept for old scripts) |
+//! | `exact:clicks{ad=7,country=US}` | that one series and no other (labels in any order) |
 //! | `com.example.*` | every metric under `com.example.` in the dotted hierarchy |
 //! | `prefix:com.example` | `com.example` itself and every metric under it |
 //! | `com.example.* by (__child__)` | one group per path segment below the prefix |
@@ -32,16 +31,15 @@ pub const CHILD_LABEL: &str = "__child__";
 pub const SELECTOR_SYNTAX: &str = "\
 Selectors:
   page_hits                         every series of metric page_hits, summed
-  video_views{video=v42}            exactly that series (labels in any order)
   ad_clicks{country=US,ad!=ad007}   every ad_clicks series passing all matchers
-                                    (any != makes it a matcher selector)
+                                    (as in PromQL; a missing label counts as empty)
   ad_clicks{country=US} by (ad)     matchers, one group per value of ad
   ad_clicks by (country,ad)         the whole metric, grouped
   hits{page=\"/search?q=café\"}       values outside [A-Za-z0-9 punctuation] quoted,
                                     PromQL escapes \\\" \\\\ \\n \\t \\uXXXX
-  {__name__=\"ad_clicks\",country=\"US\"}  the PromQL form (matchers)
-  metric:ad_clicks{country=US}      matchers only (not the exact series)
-  exact:ad_clicks{ad=ad001,country=US}   the exact series, spelled out
+  {__name__=\"ad_clicks\",country=\"US\"}  the PromQL form of ad_clicks{country=US}
+  metric:ad_clicks{country=US}      the same as ad_clicks{country=US}
+  exact:video_views{video=v42}      exactly that one series (labels in any order)
   com.example.*                     every metric under com.example. (dotted hierarchy)
   prefix:com.example                com.example itself and every metric under it
   com.example.* by (__child__)      one group per child of com.example.
@@ -356,10 +354,7 @@ impl ParsedSelector {
         }
         let mut name = name.to_string();
         let mut matchers: Vec<(String, MatchOp, String)> = Vec::new();
-        let mut braces = false;
-        let mut promql_name = false;
         if c.eat("{") {
-            braces = true;
             while !c.eat("}") {
                 let label = c.label()?;
                 let op = if c.eat("!=") {
@@ -377,7 +372,6 @@ impl ParsedSelector {
                         ));
                     }
                     name = value;
-                    promql_name = true;
                 } else if label.starts_with("__") {
                     return Err(reserved(label));
                 } else {
@@ -410,9 +404,6 @@ impl ParsedSelector {
             if !all_eq || group_by.is_some() {
                 return Err(form("exact: names one series: labels with = and no by"));
             }
-            return Ok(ParsedSelector::Exact(canonical(&name, &matchers)));
-        }
-        if braces && !promql_name && !forced_metric && group_by.is_none() && all_eq {
             return Ok(ParsedSelector::Exact(canonical(&name, &matchers)));
         }
         Ok(ParsedSelector::Metric {
@@ -571,13 +562,17 @@ mod tests {
             ("hits", metric("hits", &[], &[])),
             (
                 "clicks{country=US,ad=7}",
-                P::Exact("clicks{ad=7,country=US}".into()),
+                metric("clicks", &[("country", Eq, "US"), ("ad", Eq, "7")], &[]),
             ),
             (
                 " clicks { country = US , ad = 7 , } ",
-                P::Exact("clicks{ad=7,country=US}".into()),
+                metric("clicks", &[("country", Eq, "US"), ("ad", Eq, "7")], &[]),
             ),
-            ("clicks{}", P::Exact("clicks".into())),
+            ("clicks{}", metric("clicks", &[], &[])),
+            (
+                " exact: clicks { b = 2 , a = 1 } ",
+                P::Exact("clicks{a=1,b=2}".into()),
+            ),
             (
                 "clicks{country=US,ad!=7}",
                 metric("clicks", &[("country", Eq, "US"), ("ad", NotEq, "7")], &[]),
@@ -597,10 +592,14 @@ mod tests {
             ),
             (
                 r#"clicks{country="US"}"#,
-                P::Exact("clicks{country=US}".into()),
+                metric("clicks", &[("country", Eq, "US")], &[]),
             ),
             (
                 r#"hits{page="/search?q=café"}"#,
+                metric("hits", &[("page", Eq, "/search?q=café")], &[]),
+            ),
+            (
+                r#"exact:hits{page="/search?q=café"}"#,
                 P::Exact(r#"hits{page="/search?q=café"}"#.into()),
             ),
             ("com.example.*", prefix("com.example.", &[])),
@@ -652,7 +651,6 @@ mod tests {
             r#"m{v="a\"b\\c"}"#,
             r#"m{v="with space",w=plain}"#,
         ] {
-            assert_eq!(P::parse(key), Ok(P::Exact(key.to_string())), "{key}");
             assert_eq!(
                 P::parse(&format!("exact:{key}")),
                 Ok(P::Exact(key.to_string()))
