@@ -362,7 +362,7 @@ impl ParsedSelector {
                 } else if c.eat("=") {
                     MatchOp::Eq
                 } else {
-                    return Err(c.syntax("`=` or `!=` after the label name"));
+                    return Err(c.syntax("`=` or `!=` after the label name (label=value or label!=value)"));
                 };
                 let value = c.value()?;
                 if label == "__name__" {
