@@ -194,7 +194,8 @@ pub struct PrefixSelector<'a> {
 /// A metric name, label matchers (all must hold) and the labels to group by.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetricSelector<'a> {
-    /// The metric name.
+    /// The metric name; empty for series of any metric, which the server accepts
+    /// only with a matcher `label = non-empty value` (as PromQL requires).
     pub name: &'a str,
     /// Conditions on labels; all must hold.
     pub matchers: Vec<Matcher<'a>>,

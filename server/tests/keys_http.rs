@@ -99,10 +99,6 @@ fn utf8_values_grouped_totals_and_path_segments_over_http() {
         .map(|s| s["page"].as_str().unwrap())
         .collect();
     assert_eq!(pages, vec!["/search?q=café", "/search?q=café"], "{d}");
-    let a = get(
-        &server.url("/api/v1/label/lang/values"),
-        &[],
-        &[],
-    );
+    let a = get(&server.url("/api/v1/label/lang/values"), &[], &[]);
     assert_eq!(data(&a), serde_json::json!(["日本語"]));
 }

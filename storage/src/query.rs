@@ -30,7 +30,8 @@ pub enum Selector {
     /// Every series of a metric that passes all matchers, aggregated per distinct
     /// combination of the `group_by` labels (all together when empty).
     Metric {
-        /// Metric name.
+        /// Metric name; empty for any metric (then at least one `Eq` matcher with a
+        /// non-empty value is required).
         name: String,
         /// Label matchers, all of which must hold.
         matchers: Vec<Matcher>,
@@ -79,7 +80,20 @@ impl Selector {
                 matchers,
                 group_by,
             } => {
-                validate_name(name).map_err(invalid)?;
+                if name.is_empty() {
+                    // Any metric: a PromQL-style selector needs one matcher that
+                    // narrows it, or it would select everything.
+                    if !matchers
+                        .iter()
+                        .any(|m| matches!(m, Matcher::Eq(_, v) if !v.is_empty()))
+                    {
+                        return Err(Error::InvalidQuery(
+                            "a selector without a metric name needs a matcher label=value with a non-empty value".into(),
+                        ));
+                    }
+                } else {
+                    validate_name(name).map_err(invalid)?;
+                }
                 for m in matchers {
                     let (Matcher::Eq(l, _) | Matcher::Ne(l, _)) = m;
                     validate_label_name(l).map_err(invalid)?;

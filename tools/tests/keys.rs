@@ -49,7 +49,13 @@ impl Env {
     }
 
     fn ok(&self, args: &[&str]) -> String {
-        let out = self.tally().args(args).assert().success().get_output().clone();
+        let out = self
+            .tally()
+            .args(args)
+            .assert()
+            .success()
+            .get_output()
+            .clone();
         String::from_utf8(out.stdout).unwrap()
     }
 
@@ -104,7 +110,9 @@ fn tally_and_tally_admin_read_a_selector_and_a_unix_time_alike() {
     // Unix seconds, as both tools are given them.
     let (from, to) = ((BASE_S - 120).to_string(), (BASE_S + 240).to_string());
     let sel = "clicks{country=US}";
-    let total = env.ok(&["total", sel, "--from", &from, "--to", &to, "--format", "csv"]);
+    let total = env.ok(&[
+        "total", sel, "--from", &from, "--to", &to, "--format", "csv",
+    ]);
     let tally_sum: i64 = csv_rows(&total)[0][0].parse().unwrap();
     let series = env.ok(&["series", sel, "--format", "csv"]);
     let mut tally_keys: Vec<String> = series
@@ -237,10 +245,7 @@ fn total_by_answers_one_total_per_group() {
     };
     let out = run("clicks by (country)");
     let rows = csv_rows(&out);
-    let pairs: Vec<(String, String)> = rows
-        .iter()
-        .map(|r| (r[0].clone(), r[1].clone()))
-        .collect();
+    let pairs: Vec<(String, String)> = rows.iter().map(|r| (r[0].clone(), r[1].clone())).collect();
     assert_eq!(
         pairs,
         vec![
@@ -253,6 +258,11 @@ fn total_by_answers_one_total_per_group() {
     assert!(out.starts_with("country,sum,count,"), "{out}");
     let out = run("clicks{country!=FR} by (country, ad)");
     assert_eq!(csv_rows(&out).len(), 3, "{out}");
+    // The PromQL form without a metric name.
+    let out = run(r#"{country="US"}"#);
+    assert_eq!(csv_rows(&out)[0][0], "11", "{out}");
+    let out = run(r#"{country="FR"} by (ad)"#);
+    assert_eq!(csv_rows(&out).len(), 2, "{out}");
     let json = {
         let mut args = vec!["total", "clicks by (country)", "--format", "json"];
         args.extend(span);
@@ -293,7 +303,10 @@ fn a_prefix_groups_by_path_segment() {
         run("prefix:com.example by (__child__, dc)"),
         vec!["music,,5", "video,eu,4", "video,us,1"]
     );
-    assert_eq!(run("com.* by (__child__)"), vec!["example,10", "examples,100", "other,50"]);
+    assert_eq!(
+        run("com.* by (__child__)"),
+        vec!["example,10", "examples,100", "other,50"]
+    );
     env.tally()
         .args(["total", "com.example by (__child__)"])
         .assert()

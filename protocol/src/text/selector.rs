@@ -8,6 +8,7 @@
 //! | `clicks{country="US",ad!="7"}` | series of `clicks` passing every matcher, summed (as in PromQL) |
 //! | `clicks{country=US} by (ad)` | matchers, one group per value of `ad` |
 //! | `{__name__="clicks",country="US"}` | the PromQL spelling of `clicks{country=US}` |
+//! | `{country="US"}` | series of any metric with `country=US` (at least one `=` with a non-empty value) |
 //! | `metric:clicks{country=US}` | the same as `clicks{country=US}` (kept for old scripts) |
 //! | `exact:clicks{ad=7,country=US}` | that one series and no other (labels in any order) |
 //! | `com.example.*` | every metric under `com.example.` in the dotted hierarchy |
@@ -38,6 +39,7 @@ Selectors:
   hits{page=\"/search?q=café\"}       values outside [A-Za-z0-9 punctuation] quoted,
                                     PromQL escapes \\\" \\\\ \\n \\t \\uXXXX
   {__name__=\"ad_clicks\",country=\"US\"}  the PromQL form of ad_clicks{country=US}
+  {country=\"US\"}                  series of any metric with country=US
   metric:ad_clicks{country=US}      the same as ad_clicks{country=US}
   exact:video_views{video=v42}      exactly that one series (labels in any order)
   com.example.*                     every metric under com.example. (dotted hierarchy)
@@ -105,7 +107,8 @@ pub enum ParsedSelector {
     Exact(String),
     /// A metric, matchers `(label, op, value)` and group-by labels.
     Metric {
-        /// Metric name.
+        /// Metric name; empty for any metric (then a matcher `label = non-empty
+        /// value` is required, as in PromQL).
         name: String,
         /// Conditions, all of which must hold.
         matchers: Vec<(String, MatchOp, String)>,
@@ -362,7 +365,9 @@ impl ParsedSelector {
                 } else if c.eat("=") {
                     MatchOp::Eq
                 } else {
-                    return Err(c.syntax("`=` or `!=` after the label name (label=value or label!=value)"));
+                    return Err(
+                        c.syntax("`=` or `!=` after the label name (label=value or label!=value)")
+                    );
                 };
                 let value = c.value()?;
                 if label == "__name__" {
@@ -385,9 +390,9 @@ impl ParsedSelector {
                 }
             }
         }
-        if name.is_empty() {
+        if name.is_empty() && (exact || !named_by_matcher(&matchers)) {
             return Err(form(
-                "no metric name: write metric{…} or {__name__=\"metric\",…}",
+                "no metric name: write metric{…}, or give at least one label=\"value\" matcher with a non-empty value, as PromQL requires",
             ));
         }
         if c.rest().trim_start().starts_with('*') {
@@ -497,7 +502,7 @@ impl ParsedSelector {
                 matchers,
                 ..
             } => {
-                name == want
+                (want.is_empty() || name == want)
                     && matchers.iter().all(|(l, op, v)| {
                         let got = label(l).unwrap_or_default();
                         (got == v.as_str()) == (*op == MatchOp::Eq)
@@ -505,6 +510,13 @@ impl ParsedSelector {
             }
         }
     }
+}
+
+/// True if a matcher `label = non-empty value` narrows a selector without a name.
+fn named_by_matcher(matchers: &[(String, MatchOp, String)]) -> bool {
+    matchers
+        .iter()
+        .any(|(_, op, v)| *op == MatchOp::Eq && !v.is_empty())
 }
 
 /// The canonical key of a name and `=` matchers: labels sorted by name, values
@@ -602,6 +614,10 @@ mod tests {
                 r#"exact:hits{page="/search?q=café"}"#,
                 P::Exact(r#"hits{page="/search?q=café"}"#.into()),
             ),
+            (
+                r#"{country="US"} by (ad)"#,
+                metric("", &[("country", Eq, "US")], &["ad"]),
+            ),
             ("com.example.*", prefix("com.example.", &[])),
             (
                 "com.example.* by (__child__)",
@@ -689,7 +705,16 @@ mod tests {
             SelectorError::Syntax { .. }
         ));
         assert!(matches!(err("clicks by (a"), SelectorError::Syntax { .. }));
-        for form in ["", "cl*cks", "prefix:", "{a=\"1\"}", "exact:m{a!=1}", "*.x"] {
+        for form in [
+            "",
+            "cl*cks",
+            "prefix:",
+            "{a!=\"1\"}",
+            "{a=\"\"}",
+            "exact:{a=\"1\"}",
+            "exact:m{a!=1}",
+            "*.x",
+        ] {
             assert!(P::parse(form).is_err(), "{form:?} should be refused");
         }
         let SelectorError::Syntax { at, .. } = err("clicks{a=1 b=2}") else {

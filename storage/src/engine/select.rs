@@ -22,7 +22,12 @@ pub(super) fn resolve_ids(dict: &SeriesDict, selector: &Selector) -> Vec<u32> {
             .collect(),
         Selector::Prefix(p) | Selector::PrefixBy { prefix: p, .. } => dict.ids_under_prefix(p),
         Selector::Metric { name, matchers, .. } => {
-            let mut lists: Vec<&[u32]> = vec![dict.ids_of_name(name)];
+            // An empty name is any metric: the label lists alone decide
+            // (validation guarantees one `Eq` matcher).
+            let mut lists: Vec<&[u32]> = Vec::new();
+            if !name.is_empty() {
+                lists.push(dict.ids_of_name(name));
+            }
             for m in matchers {
                 if let Matcher::Eq(l, v) = m {
                     lists.push(dict.ids_with_label(l, v));
