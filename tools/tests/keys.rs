@@ -147,7 +147,7 @@ fn tally_and_tally_admin_read_a_selector_and_a_unix_time_alike() {
         let (key, delta) = rest.rsplit_once(',').unwrap();
         let ts: i64 = ts.parse().unwrap();
         assert!(
-            (BASE_S - 120) * 1000 <= ts && ts < (BASE_S + 240) * 1000,
+            ((BASE_S - 120) * 1000..(BASE_S + 240) * 1000).contains(&ts),
             "{line}"
         );
         let key = key.trim_matches('"').replace("\"\"", "\"");
