@@ -26,7 +26,10 @@ use tallydb_protocol::{RangeQuery, Selector, TopQuery};
 use crate::breaker::CircuitState;
 use crate::client::ClientBuilder;
 use crate::error::{Error, Result};
-use crate::{IncrResult, RangeResult, SeriesResult, ServerInfo, Stats, TopResult, TotalResult};
+use crate::{
+    IncrResult, RangeResult, SeriesResult, ServerInfo, Stats, TopResult, TotalGroupsResult,
+    TotalResult,
+};
 
 /// A blocking TallyDB client. Cheap to clone; clones share the runtime and connection.
 #[derive(Debug, Clone)]
@@ -126,6 +129,16 @@ impl Client {
     /// See [`crate::Client::total`].
     pub fn total(&self, selector: &Selector<'_>, from_ms: i64, to_ms: i64) -> Result<TotalResult> {
         self.block_on(self.inner.total(selector, from_ms, to_ms))
+    }
+
+    /// See [`crate::Client::total_by`].
+    pub fn total_by(
+        &self,
+        selector: &Selector<'_>,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<TotalGroupsResult> {
+        self.block_on(self.inner.total_by(selector, from_ms, to_ms))
     }
 
     /// See [`crate::Client::top`].

@@ -17,7 +17,10 @@ use crate::breaker::{BreakerConfig, CircuitState};
 use crate::connection::{self, Command, Config, OwnedEvent, Payload, Shared, Task};
 use crate::error::{Error, Result};
 use crate::recorder::RecorderBuilder;
-use crate::{IncrResult, RangeResult, SeriesResult, ServerInfo, Stats, TopResult, TotalResult};
+use crate::{
+    IncrResult, RangeResult, SeriesResult, ServerInfo, Stats, TopResult, TotalGroupsResult,
+    TotalResult,
+};
 
 /// Most requests unanswered on one connection. It equals the number of recent
 /// sequences the server remembers per producer, so every batch left ambiguous by a
@@ -381,6 +384,44 @@ impl Client {
         match answer {
             Answer::TotalOk(ok) => Ok(ok),
             other => Err(unexpected(Opcode::TotalOk, other)),
+        }
+    }
+
+    /// One total per group of the selector's `by` labels (`m by (country)`, or
+    /// `com.example.* by (__child__)` for one per path segment); a selector that does
+    /// not group gives one group without labels. Use it rather than [`Client::total`]
+    /// for grouping selectors, which the server answers per group.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: tallydb_client::Client) -> Result<(), tallydb_client::Error> {
+    /// use tallydb_client::{MetricSelector, Selector};
+    /// let now = tallydb_client::now_ms();
+    /// let by_country = Selector::Metric(MetricSelector {
+    ///     name: "ad_clicks",
+    ///     matchers: vec![],
+    ///     group_by: vec!["country"],
+    /// });
+    /// for g in client.total_by(&by_country, now - 3_600_000, now).await?.groups {
+    ///     println!("{:?}: {}", g.labels, g.sum);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn total_by(
+        &self,
+        selector: &Selector<'_>,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<TotalGroupsResult> {
+        let req = Request::Total(TotalQuery {
+            selector: selector.clone(),
+            from_ms,
+            to_ms,
+        });
+        let (answer, _) = self.request(&req).await?;
+        match answer {
+            Answer::TotalGroupsOk(ok) => Ok(ok),
+            Answer::TotalOk(ok) => Ok(ok.into()),
+            other => Err(unexpected(Opcode::TotalGroupsOk, other)),
         }
     }
 

@@ -75,6 +75,8 @@ pub use tallydb_protocol::answer::{
     RangeGroup, RangePoint, RangeResult, SeriesResult, ServerInfo, Stats, TopEntry, TopResult,
     Value,
 };
+/// The answer to [`Client::total_by`]: one total per group.
+pub use tallydb_protocol::total_groups::{TotalGroupResult, TotalGroupsResult};
 /// The answer to an increment or a batch: events applied, duplicates skipped, and
 /// whether the whole batch had already been applied (a retry after a lost answer).
 pub use tallydb_protocol::IncrOk as IncrResult;
@@ -82,8 +84,8 @@ pub use tallydb_protocol::IncrOk as IncrResult;
 pub use tallydb_protocol::TotalOk as TotalResult;
 
 pub use tallydb_protocol::{
-    ErrorCode, Function, Limits, MatchOp, Matcher, MetricSelector, RangeQuery, Role, Selector,
-    Step, Tiers, TopQuery,
+    ErrorCode, Function, Limits, MatchOp, Matcher, MetricSelector, PrefixSelector, RangeQuery,
+    Role, Selector, Step, Tiers, TopQuery,
 };
 
 /// The current time in unix milliseconds (the unit of every timestamp in the API).

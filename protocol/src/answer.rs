@@ -27,6 +27,8 @@ pub enum Answer {
     RangeOk(RangeResult),
     /// `TOTAL_OK`.
     TotalOk(TotalOk),
+    /// `TOTAL_GROUPS_OK`.
+    TotalGroupsOk(crate::total_groups::TotalGroupsResult),
     /// `TOP_OK`.
     TopOk(TopResult),
     /// `SERIES_OK`.
@@ -48,6 +50,7 @@ impl Answer {
             Self::IncrOk(_) => Opcode::IncrOk,
             Self::RangeOk(_) => Opcode::RangeOk,
             Self::TotalOk(_) => Opcode::TotalOk,
+            Self::TotalGroupsOk(_) => Opcode::TotalGroupsOk,
             Self::TopOk(_) => Opcode::TopOk,
             Self::SeriesOk(_) => Opcode::SeriesOk,
             Self::StatsOk(_) => Opcode::StatsOk,
@@ -65,6 +68,7 @@ impl From<Response<'_>> for Answer {
             Response::IncrOk(ok) => Self::IncrOk(ok),
             Response::RangeOk(ok) => Self::RangeOk(ok.into()),
             Response::TotalOk(ok) => Self::TotalOk(ok),
+            Response::TotalGroupsOk(ok) => Self::TotalGroupsOk(ok.into()),
             Response::TopOk(ok) => Self::TopOk(ok.into()),
             Response::SeriesOk(ok) => Self::SeriesOk(ok.into()),
             Response::StatsOk(ok) => Self::StatsOk(ok.into()),

@@ -76,6 +76,8 @@ pub enum Opcode {
     SeriesOk = 0xA3,
     /// Answer to `STATS`.
     StatsOk = 0xA4,
+    /// Answer to a `TOTAL` whose selector groups.
+    TotalGroupsOk = 0xA5,
     /// Answer to `FLUSH`, `COMPACT` and `SNAPSHOT`.
     AdminOk = 0xB0,
     /// Answer to any request that failed.
@@ -84,7 +86,7 @@ pub enum Opcode {
 
 impl Opcode {
     /// Every opcode of protocol version 1.
-    pub const ALL: [Opcode; 21] = [
+    pub const ALL: [Opcode; 22] = [
         Self::Hello,
         Self::Ping,
         Self::Incr,
@@ -104,6 +106,7 @@ impl Opcode {
         Self::TopOk,
         Self::SeriesOk,
         Self::StatsOk,
+        Self::TotalGroupsOk,
         Self::AdminOk,
         Self::Error,
     ];
@@ -148,6 +151,7 @@ impl Opcode {
             Self::IncrOk => "INCR_OK",
             Self::RangeOk => "RANGE_OK",
             Self::TotalOk => "TOTAL_OK",
+            Self::TotalGroupsOk => "TOTAL_GROUPS_OK",
             Self::TopOk => "TOP_OK",
             Self::SeriesOk => "SERIES_OK",
             Self::StatsOk => "STATS_OK",

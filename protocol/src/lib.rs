@@ -18,8 +18,12 @@
 //! - [`incr`]: the `INCR` batch ([`Incr`], [`Event`], [`SeriesRef`] with per-connection
 //!   aliases) and [`IncrBuilder`], which streams events into a buffer.
 //! - [`response`]: server → client messages ([`Response`]), including [`ErrorReply`].
+//! - [`total_groups`]: `TOTAL_GROUPS_OK`, the per-group answer to a grouping `TOTAL`
+//!   ([`total_groups::TotalGroupsOk`] and its owned form).
 //! - [`answer`]: the owned forms of the responses ([`Answer`], [`answer::TopResult`],
 //!   [`answer::RangeResult`] ...) a client keeps after decoding; used by the client crate.
+//! - [`text`]: selectors and times as people type them, one parser for every tool
+//!   ([`text::ParsedSelector`], [`text::parse_time`]).
 //! - [`error`]: [`DecodeError`] for untrusted bytes and the stable [`ErrorCode`]s.
 //! - `codec` (private): varints, zigzag, strings, counts — the wire primitives.
 //! - `fuzzing` (hidden, only with the cargo feature `fuzzing`, off by default): the
@@ -53,6 +57,8 @@ pub mod fuzzing;
 pub mod incr;
 pub mod request;
 pub mod response;
+pub mod text;
+pub mod total_groups;
 
 #[cfg(test)]
 mod tests;
@@ -65,8 +71,8 @@ pub use frame::{
 };
 pub use incr::{Event, Incr, IncrBuilder, Producer, SeriesRef};
 pub use request::{
-    Function, Hello, MatchOp, Matcher, MetricSelector, RangeQuery, Request, Selector, SeriesQuery,
-    Snapshot, Step, TopQuery, TotalQuery,
+    Function, Hello, MatchOp, Matcher, MetricSelector, PrefixSelector, RangeQuery, Request,
+    Selector, SeriesQuery, Snapshot, Step, TopQuery, TotalQuery,
 };
 pub use response::{
     AdminOk, ErrorReply, Group, HelloOk, IncrOk, Label, Limits, Point, RangeGroups, RangeOk,

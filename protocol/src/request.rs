@@ -27,7 +27,8 @@ pub enum Request<'a> {
     Incr(Incr<'a>),
     /// Points over a time range, answered by `RANGE_OK`.
     Range(RangeQuery<'a>),
-    /// One total over a time range, answered by `TOTAL_OK`.
+    /// One total over a time range, answered by `TOTAL_OK`, or by `TOTAL_GROUPS_OK`
+    /// when its selector groups.
     Total(TotalQuery<'a>),
     /// The largest sums, answered by `TOP_OK`.
     Top(TopQuery<'a>),
@@ -174,12 +175,27 @@ pub enum Selector<'a> {
     Metric(MetricSelector<'a>),
     /// Every series whose metric name starts with this prefix, e.g. `com.amazon.`.
     Prefix(&'a str),
+    /// A prefix with group-by labels, among them possibly `__child__` (the next
+    /// path segment of the name below the prefix). Sent only when grouping, so an
+    /// ungrouped prefix keeps its encoding.
+    PrefixBy(PrefixSelector<'a>),
+}
+
+/// A name prefix and the labels to group by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrefixSelector<'a> {
+    /// The prefix, as for [`Selector::Prefix`].
+    pub prefix: &'a str,
+    /// Label names whose values split the answer into groups; `__child__` groups by
+    /// the next path segment below the prefix.
+    pub group_by: Vec<&'a str>,
 }
 
 /// A metric name, label matchers (all must hold) and the labels to group by.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetricSelector<'a> {
-    /// The metric name.
+    /// The metric name; empty for series of any metric, which the server accepts
+    /// only with a matcher `label = non-empty value` (as PromQL requires).
     pub name: &'a str,
     /// Conditions on labels; all must hold.
     pub matchers: Vec<Matcher<'a>>,
@@ -211,8 +227,36 @@ pub enum MatchOp {
 const SELECTOR_EXACT: u8 = 0;
 const SELECTOR_METRIC: u8 = 1;
 const SELECTOR_PREFIX: u8 = 2;
+const SELECTOR_PREFIX_BY: u8 = 3;
+
+fn put_labels(out: &mut BytesMut, labels: &[&str]) {
+    put_count(out, labels.len());
+    for label in labels {
+        put_str(out, label);
+    }
+}
+
+fn parse_labels<'a>(i: &'a [u8]) -> PResult<'a, Vec<&'a str>> {
+    let (mut i, n) = count(i, "group-by count", 1)?;
+    let mut group_by = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (rest, label) = str_(i, "group-by label", MAX_NAME_LEN)?;
+        group_by.push(label);
+        i = rest;
+    }
+    Ok((i, group_by))
+}
 
 impl<'a> Selector<'a> {
+    /// The group-by labels (empty when the selector does not group).
+    pub fn group_by(&self) -> &[&'a str] {
+        match self {
+            Self::Metric(m) => &m.group_by,
+            Self::PrefixBy(p) => &p.group_by,
+            Self::Exact(_) | Self::Prefix(_) => &[],
+        }
+    }
+
     fn encode(&self, out: &mut BytesMut) {
         match self {
             Self::Exact(key) => {
@@ -228,14 +272,16 @@ impl<'a> Selector<'a> {
                     out.put_u8(matcher.op as u8);
                     put_str(out, matcher.value);
                 }
-                put_count(out, m.group_by.len());
-                for label in &m.group_by {
-                    put_str(out, label);
-                }
+                put_labels(out, &m.group_by);
             }
             Self::Prefix(prefix) => {
                 out.put_u8(SELECTOR_PREFIX);
                 put_str(out, prefix);
+            }
+            Self::PrefixBy(p) => {
+                out.put_u8(SELECTOR_PREFIX_BY);
+                put_str(out, p.prefix);
+                put_labels(out, &p.group_by);
             }
         }
     }
@@ -264,13 +310,7 @@ impl<'a> Selector<'a> {
                     matchers.push(Matcher { label, op, value });
                     i = rest;
                 }
-                let (mut i, n) = count(i, "group-by count", 1)?;
-                let mut group_by = Vec::with_capacity(n);
-                for _ in 0..n {
-                    let (rest, label) = str_(i, "group-by label", MAX_NAME_LEN)?;
-                    group_by.push(label);
-                    i = rest;
-                }
+                let (i, group_by) = parse_labels(i)?;
                 Ok((
                     i,
                     Self::Metric(MetricSelector {
@@ -284,7 +324,12 @@ impl<'a> Selector<'a> {
                 let (i, prefix) = str_(i, "selector prefix", MAX_NAME_LEN)?;
                 Ok((i, Self::Prefix(prefix)))
             }
-            _ => Err(invalid("selector kind", "must be 0, 1 or 2")),
+            SELECTOR_PREFIX_BY => {
+                let (i, prefix) = str_(i, "selector prefix", MAX_NAME_LEN)?;
+                let (i, group_by) = parse_labels(i)?;
+                Ok((i, Self::PrefixBy(PrefixSelector { prefix, group_by })))
+            }
+            _ => Err(invalid("selector kind", "must be 0, 1, 2 or 3")),
         }
     }
 }

@@ -28,6 +28,8 @@ pub enum Response<'a> {
     RangeOk(RangeOk<'a>),
     /// Answers `TOTAL`.
     TotalOk(TotalOk),
+    /// Answers a `TOTAL` whose selector groups.
+    TotalGroupsOk(crate::total_groups::TotalGroupsOk<'a>),
     /// Answers `TOP`.
     TopOk(TopOk<'a>),
     /// Answers `SERIES`.
@@ -49,6 +51,7 @@ impl<'a> Response<'a> {
             Self::IncrOk(_) => Opcode::IncrOk,
             Self::RangeOk(_) => Opcode::RangeOk,
             Self::TotalOk(_) => Opcode::TotalOk,
+            Self::TotalGroupsOk(_) => Opcode::TotalGroupsOk,
             Self::TopOk(_) => Opcode::TopOk,
             Self::SeriesOk(_) => Opcode::SeriesOk,
             Self::StatsOk(_) => Opcode::StatsOk,
@@ -64,6 +67,7 @@ impl<'a> Response<'a> {
             Self::IncrOk(r) => r.encode(out),
             Self::RangeOk(r) => r.encode(out),
             Self::TotalOk(r) => r.encode(out),
+            Self::TotalGroupsOk(r) => r.encode(out),
             Self::TopOk(r) => r.encode(out),
             Self::SeriesOk(r) => r.encode(out),
             Self::StatsOk(r) => r.encode(out),
@@ -80,6 +84,9 @@ impl<'a> Response<'a> {
             Opcode::IncrOk => Self::IncrOk(run(p, IncrOk::parse)?),
             Opcode::RangeOk => Self::RangeOk(run(p, RangeOk::parse)?),
             Opcode::TotalOk => Self::TotalOk(run(p, TotalOk::parse)?),
+            Opcode::TotalGroupsOk => {
+                Self::TotalGroupsOk(run(p, crate::total_groups::TotalGroupsOk::parse)?)
+            }
             Opcode::TopOk => Self::TopOk(run(p, TopOk::parse)?),
             Opcode::SeriesOk => Self::SeriesOk(run(p, SeriesOk::parse)?),
             Opcode::StatsOk => Self::StatsOk(run(p, StatsOk::parse)?),

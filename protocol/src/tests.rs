@@ -299,6 +299,34 @@ fn samples() -> Vec<Frame<'static>> {
             13,
             Response::Error(ErrorReply::new(ErrorCode::Busy, "write queue full")),
         ),
+        resp(
+            14,
+            Response::TotalGroupsOk(crate::total_groups::TotalGroupsOk {
+                from_ms: 0,
+                to_ms: 60_000,
+                tiers: Tiers(1),
+                closed_until_ms: 0,
+                groups: vec![crate::total_groups::TotalGroup {
+                    labels: vec![Label {
+                        name: "__child__",
+                        value: "music",
+                    }],
+                    sum: 5,
+                    count: 1,
+                }],
+            }),
+        ),
+        req(
+            15,
+            Request::Total(TotalQuery {
+                selector: Selector::PrefixBy(crate::PrefixSelector {
+                    prefix: "com.example.",
+                    group_by: vec!["__child__", "country"],
+                }),
+                from_ms: 0,
+                to_ms: 1,
+            }),
+        ),
     ]
 }
 

@@ -264,8 +264,8 @@ impl SeriesDict {
                 keys.get(LabelIndex::witness(lists, e))
                     .and_then(|k| k.label(l))
             };
-            let hash = hasher.hash_one(v);
-            match values.find_mut(hash, |&e| value_of(e) == Some(v)) {
+            let hash = hasher.hash_one(&*v);
+            match values.find_mut(hash, |&e| value_of(e).as_deref() == Some(&*v)) {
                 Some(e) if *e & LIST != 0 => {
                     if let Some(list) = lists.get_mut((*e & !LIST) as usize) {
                         reserve_compact(list, 1);
@@ -290,6 +290,7 @@ impl SeriesDict {
                         hasher.hash_one(
                             keys.get(LabelIndex::witness(lists, e))
                                 .and_then(|k| k.label(l))
+                                .as_deref()
                                 .unwrap_or(""),
                         )
                     });
@@ -312,6 +313,7 @@ impl SeriesDict {
         let found = values.find(self.hasher.hash_one(value), |&e| {
             keys.get(LabelIndex::witness(lists, e))
                 .and_then(|k| k.label(label))
+                .as_deref()
                 == Some(value)
         });
         match found {
@@ -351,7 +353,7 @@ impl SeriesDict {
                     .keys
                     .get(LabelIndex::witness(lists, e))
                     .and_then(|k| k.label(label))
-                    .unwrap_or("");
+                    .map_or_else(String::new, |v| v.into_owned());
                 let n = if e & LIST == 0 {
                     1
                 } else {
@@ -359,7 +361,7 @@ impl SeriesDict {
                         .get((e & !LIST) as usize)
                         .map_or(0, |l| l.len() as u32)
                 };
-                counts.insert(value.to_string(), n);
+                counts.insert(value, n);
             }
             out.insert(label.to_string(), counts);
         }
@@ -582,7 +584,7 @@ mod tests {
             }
             for (l, vs) in &values {
                 for v in vs.keys().map(String::as_str).chain(["nope"]) {
-                    let want = scan(&|k| k.label(l) == Some(v));
+                    let want = scan(&|k| k.label(l).as_deref() == Some(v));
                     prop_assert_eq!(d.ids_with_label(l, v), want.as_slice());
                 }
             }

@@ -71,7 +71,7 @@ pub use error::{Error, Result};
 pub use options::{FsyncPolicy, Options};
 pub use query::{
     Agg, Group, Matcher, Provenance, RangeQuery, RangeResult, Selector, Step, TopEntry, TopQuery,
-    TopResult, TotalResult, Value,
+    TopResult, TotalGroup, TotalGroupsResult, TotalResult, Value, CHILD_LABEL,
 };
 pub use series::{SeriesError, SeriesKey, SeriesKeyRef};
 pub use time::{Clock, ManualClock, Retention, SystemClock, Tier};

@@ -30,7 +30,8 @@ pub enum Selector {
     /// Every series of a metric that passes all matchers, aggregated per distinct
     /// combination of the `group_by` labels (all together when empty).
     Metric {
-        /// Metric name.
+        /// Metric name; empty for any metric (then at least one `Eq` matcher with a
+        /// non-empty value is required).
         name: String,
         /// Label matchers, all of which must hold.
         matchers: Vec<Matcher>,
@@ -40,6 +41,32 @@ pub enum Selector {
     /// Every series whose name is the prefix or lies under it in the dotted
     /// hierarchy (`com.example` covers `com.example.music`), aggregated together.
     Prefix(String),
+    /// A prefix as [`Selector::Prefix`], aggregated per distinct combination of the
+    /// `group_by` labels, where [`CHILD_LABEL`] stands for the path segment of the
+    /// name just below the prefix (`music` for `com.example.music.jazz` under
+    /// `com.example.`; empty for the prefix's own name).
+    PrefixBy {
+        /// The prefix.
+        prefix: String,
+        /// Labels to group by, possibly [`CHILD_LABEL`].
+        group_by: Vec<String>,
+    },
+}
+
+/// The group-by name of a prefix selector that groups by the next path segment of
+/// the metric name (a reserved label name: no series carries it).
+pub const CHILD_LABEL: &str = "__child__";
+
+/// The path segment of `name` just below `prefix` (empty when `name` is the prefix
+/// itself), for grouping by [`CHILD_LABEL`].
+pub fn child_segment<'n>(prefix: &str, name: &'n str) -> &'n str {
+    let rest = name.strip_prefix(prefix).unwrap_or("");
+    let rest = if prefix.ends_with('.') {
+        rest
+    } else {
+        rest.strip_prefix('.').unwrap_or(rest)
+    };
+    rest.split('.').next().unwrap_or("")
 }
 
 impl Selector {
@@ -53,7 +80,20 @@ impl Selector {
                 matchers,
                 group_by,
             } => {
-                validate_name(name).map_err(invalid)?;
+                if name.is_empty() {
+                    // Any metric: a PromQL-style selector needs one matcher that
+                    // narrows it, or it would select everything.
+                    if !matchers
+                        .iter()
+                        .any(|m| matches!(m, Matcher::Eq(_, v) if !v.is_empty()))
+                    {
+                        return Err(Error::InvalidQuery(
+                            "a selector without a metric name needs a matcher label=value with a non-empty value".into(),
+                        ));
+                    }
+                } else {
+                    validate_name(name).map_err(invalid)?;
+                }
                 for m in matchers {
                     let (Matcher::Eq(l, _) | Matcher::Ne(l, _)) = m;
                     validate_label_name(l).map_err(invalid)?;
@@ -67,13 +107,21 @@ impl Selector {
                 let trimmed = p.strip_suffix('.').unwrap_or(p);
                 validate_name(trimmed).map_err(invalid)
             }
+            Selector::PrefixBy { prefix, group_by } => {
+                let trimmed = prefix.strip_suffix('.').unwrap_or(prefix);
+                validate_name(trimmed).map_err(invalid)?;
+                for l in group_by.iter().filter(|l| *l != CHILD_LABEL) {
+                    validate_label_name(l).map_err(invalid)?;
+                }
+                Ok(())
+            }
         }
     }
 
     /// The group-by labels, if any.
     pub fn group_by(&self) -> &[String] {
         match self {
-            Selector::Metric { group_by, .. } => group_by,
+            Selector::Metric { group_by, .. } | Selector::PrefixBy { group_by, .. } => group_by,
             _ => &[],
         }
     }
@@ -173,6 +221,26 @@ pub struct TotalResult {
     pub sum: i64,
     /// Number of events.
     pub count: u64,
+    /// Source and freshness.
+    pub provenance: Provenance,
+}
+
+/// One group of a grouped total.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TotalGroup {
+    /// `(label, value)` in the order of the selector's group-by list.
+    pub labels: Vec<(String, String)>,
+    /// Sum of deltas.
+    pub sum: i64,
+    /// Number of events.
+    pub count: u64,
+}
+
+/// Answer to a grouped total query: one total per group, sorted by label values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TotalGroupsResult {
+    /// The groups that matched at least one series.
+    pub groups: Vec<TotalGroup>,
     /// Source and freshness.
     pub provenance: Provenance,
 }

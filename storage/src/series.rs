@@ -4,22 +4,33 @@
 //! The rules (checked by [`SeriesKey::parse`], each broken rule named in the error):
 //! - metric name: 1 to 128 bytes of `[A-Za-z0-9_.:-]`, starting with a letter or `_`;
 //!   dots make hierarchical names (`com.example.music`) for prefix queries;
-//! - label name: 1 to 64 bytes of `[A-Za-z0-9_]`, starting with a letter or `_`;
-//! - label value: 1 to 128 bytes of printable ASCII except space and `{}=,"\`;
+//! - label name: 1 to 64 bytes of `[A-Za-z0-9_]`, starting with a letter or `_`; names
+//!   starting with `__` (such as `__name__`) are reserved for the system;
+//! - label value: 1 to 128 bytes (UTF-8) of any characters but control characters;
 //! - at most 16 labels, no label name twice; the whole key at most 1024 bytes.
+//!
+//! A value is written bare when it only uses the plain set (printable ASCII except
+//! space and `{}=,"\`), and otherwise quoted as PromQL writes strings:
+//! `page="/search?q=café"`, with `\"` and `\\` inside the quotes. Keys are accepted
+//! in either form (and with the escapes `\n`, `\t`, `\r`, which name control
+//! characters and are therefore refused); the canonical text quotes exactly the values
+//! outside the plain set, so every key of the plain set keeps its canonical text.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// Longest metric name in bytes.
 pub const MAX_NAME_LEN: usize = 128;
 /// Longest label name in bytes.
 pub const MAX_LABEL_NAME_LEN: usize = 64;
-/// Longest label value in bytes.
+/// Longest label value in bytes (UTF-8, unquoted).
 pub const MAX_LABEL_VALUE_LEN: usize = 128;
 /// Most labels on one series.
 pub const MAX_LABELS: usize = 16;
 /// Longest canonical key in bytes.
 pub const MAX_KEY_LEN: usize = 1024;
+/// Label names starting with this are reserved for the system (`__name__`, `__child__`).
+pub const RESERVED_LABEL_PREFIX: &str = "__";
 
 /// Which rule a series key broke.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -50,12 +61,26 @@ pub enum SeriesError {
         /// The label name.
         name: String,
     },
-    /// A label value is empty, too long or has a bad character.
-    #[error("value {value:?} of label {label:?} is invalid: values are 1 to {MAX_LABEL_VALUE_LEN} bytes of printable ASCII without space or {{}}=,\"\\")]
+    /// A label name starts with `__`, which is reserved.
+    #[error("label name {name:?} is reserved: names starting with \"__\" (such as __name__) belong to the system")]
+    ReservedLabelName {
+        /// The label name.
+        name: String,
+    },
+    /// A label value is empty, too long or has a control character.
+    #[error("value {value:?} of label {label:?} is invalid: values are 1 to {MAX_LABEL_VALUE_LEN} bytes of UTF-8 without control characters")]
     BadLabelValue {
         /// The label.
         label: String,
         /// The value.
+        value: String,
+    },
+    /// A bare value uses characters outside the plain set: it must be quoted.
+    #[error("value {value:?} of label {label:?} must be quoted: bare values use printable ASCII without space or {{}}=,\"\\; write {label}=\"...\" with \\\" and \\\\ escaped")]
+    UnquotedValue {
+        /// The label.
+        label: String,
+        /// The value as written.
         value: String,
     },
     /// The same label name appears twice.
@@ -77,7 +102,7 @@ pub enum SeriesError {
         len: usize,
     },
     /// The label block is not `{name=value,...}`.
-    #[error("malformed label block in {key:?}: expected name{{label=value,...}}")]
+    #[error("malformed label block in {key:?}: expected name{{label=value,...}} with values bare or quoted (\"...\" with \\\" and \\\\)")]
     Malformed {
         /// The key as given.
         key: String,
@@ -104,10 +129,74 @@ fn label_name_ok(s: &str) -> bool {
 }
 
 fn label_value_ok(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_LABEL_VALUE_LEN && !s.chars().any(char::is_control)
+}
+
+/// True if a value is written bare in a canonical key: printable ASCII except space
+/// and `{}=,"\` (the whole value set before quoting existed).
+pub fn is_plain_value(s: &str) -> bool {
     !s.is_empty()
-        && s.len() <= MAX_LABEL_VALUE_LEN
         && s.bytes()
             .all(|c| c.is_ascii_graphic() && !b"{}=,\"\\".contains(&c))
+}
+
+/// Appends a label value as a canonical key writes it: bare when
+/// [`is_plain_value`], else in double quotes with `"` and `\` escaped.
+pub fn write_value(out: &mut String, value: &str) {
+    if is_plain_value(value) {
+        out.push_str(value);
+        return;
+    }
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Reads one label value at the start of `s`: bare (up to `,` or `}`) or quoted
+/// (escapes `\"`, `\\`, `\n`, `\t`, `\r`). Returns the value and the rest of `s`,
+/// `None` if a quoted value is not closed or has an unknown escape.
+pub(crate) fn read_value(s: &str) -> Option<(Cow<'_, str>, &str)> {
+    let Some(body) = s.strip_prefix('"') else {
+        let end = s.find([',', '}']).unwrap_or(s.len());
+        return Some((Cow::Borrowed(&s[..end]), &s[end..]));
+    };
+    let mut out: Option<String> = None;
+    let mut chars = body.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '"' => {
+                let v = out.map_or(Cow::Borrowed(&body[..i]), Cow::Owned);
+                return Some((v, &body[i + 1..]));
+            }
+            '\\' => {
+                let owned = out.get_or_insert_with(|| body[..i].to_string());
+                let (_, e) = chars.next()?;
+                owned.push(match e {
+                    '"' => '"',
+                    '\\' => '\\',
+                    'n' => '\n',
+                    't' => '\t',
+                    'r' => '\r',
+                    _ => return None,
+                });
+            }
+            c => {
+                if let Some(o) = out.as_mut() {
+                    o.push(c);
+                }
+            }
+        }
+    }
+    None
 }
 
 /// Checks a metric name (also used for prefix selectors, which may end anywhere).
@@ -131,15 +220,19 @@ pub fn validate_name(name: &str) -> Result<(), SeriesError> {
     Ok(())
 }
 
-/// Checks a label name.
+/// Checks a label name, refusing the reserved names (`__name__`, any `__…`).
 pub fn validate_label_name(label: &str) -> Result<(), SeriesError> {
-    if label_name_ok(label) {
-        Ok(())
-    } else {
-        Err(SeriesError::BadLabelName {
+    if !label_name_ok(label) {
+        return Err(SeriesError::BadLabelName {
             name: label.to_string(),
-        })
+        });
     }
+    if label.starts_with(RESERVED_LABEL_PREFIX) {
+        return Err(SeriesError::ReservedLabelName {
+            name: label.to_string(),
+        });
+    }
+    Ok(())
 }
 
 impl SeriesKey {
@@ -159,22 +252,37 @@ impl SeriesKey {
                 name_len: key.len(),
             });
         };
-        let inner = block
-            .strip_prefix('{')
-            .and_then(|b| b.strip_suffix('}'))
-            .ok_or_else(|| SeriesError::Malformed {
-                key: key.to_string(),
-            })?;
-        let mut labels: Vec<(&str, &str)> = Vec::new();
-        if !inner.is_empty() {
-            for pair in inner.split(',') {
-                let (l, v) = pair.split_once('=').ok_or_else(|| SeriesError::Malformed {
-                    key: key.to_string(),
-                })?;
-                labels.push((l, v));
+        let malformed = || SeriesError::Malformed {
+            key: key.to_string(),
+        };
+        let mut inner = block.strip_prefix('{').ok_or_else(malformed)?;
+        let mut labels: Vec<(&str, Cow<'_, str>)> = Vec::new();
+        loop {
+            if let Some(after) = inner.strip_prefix('}') {
+                if !after.is_empty() || (labels.is_empty() && block.len() > 2) {
+                    return Err(malformed());
+                }
+                break;
             }
+            let (l, rest) = inner.split_once('=').ok_or_else(malformed)?;
+            let quoted = rest.starts_with('"');
+            let (v, rest) = read_value(rest).ok_or_else(malformed)?;
+            if !quoted && !v.is_empty() && !is_plain_value(&v) {
+                return Err(SeriesError::UnquotedValue {
+                    label: l.to_string(),
+                    value: v.into_owned(),
+                });
+            }
+            labels.push((l, v));
+            inner = match rest.strip_prefix(',') {
+                Some(r) if !r.starts_with('}') => r,
+                Some(_) => return Err(malformed()),
+                None if rest.starts_with('}') => rest,
+                None => return Err(malformed()),
+            };
         }
-        Self::from_parts(name, &labels)
+        let refs: Vec<(&str, &str)> = labels.iter().map(|(l, v)| (*l, v.as_ref())).collect();
+        Self::from_parts(name, &refs)
     }
 
     /// Builds a key from a name and labels in any order.
@@ -211,7 +319,7 @@ impl SeriesKey {
                 }
                 canonical.push_str(l);
                 canonical.push('=');
-                canonical.push_str(v);
+                write_value(&mut canonical, v);
             }
             canonical.push('}');
         }
@@ -244,13 +352,13 @@ impl SeriesKey {
         self.as_key_ref().name()
     }
 
-    /// The labels, sorted by name.
-    pub fn labels(&self) -> impl Iterator<Item = (&str, &str)> {
+    /// The labels, sorted by name, with values unquoted.
+    pub fn labels(&self) -> impl Iterator<Item = (&str, Cow<'_, str>)> {
         self.as_key_ref().labels()
     }
 
-    /// The value of one label, if present.
-    pub fn label(&self, name: &str) -> Option<&str> {
+    /// The value of one label (unquoted), if present.
+    pub fn label(&self, name: &str) -> Option<Cow<'_, str>> {
         self.as_key_ref().label(name)
     }
 }
@@ -284,20 +392,23 @@ impl<'a> SeriesKeyRef<'a> {
         &self.canonical[..self.name_len]
     }
 
-    /// The labels, sorted by name.
-    pub fn labels(self) -> impl Iterator<Item = (&'a str, &'a str)> {
-        let inner = self
+    /// The labels, sorted by name, with values unquoted (borrowed unless a
+    /// quoted value holds an escape).
+    pub fn labels(self) -> impl Iterator<Item = (&'a str, Cow<'a, str>)> {
+        let mut inner = self
             .canonical
             .get(self.name_len + 1..self.canonical.len().saturating_sub(1))
             .unwrap_or("");
-        inner
-            .split(',')
-            .filter(|p| !p.is_empty())
-            .filter_map(|p| p.split_once('='))
+        std::iter::from_fn(move || {
+            let (l, rest) = inner.split_once('=')?;
+            let (v, rest) = read_value(rest)?;
+            inner = rest.strip_prefix(',').unwrap_or("");
+            Some((l, v))
+        })
     }
 
-    /// The value of one label, if present.
-    pub fn label(self, name: &str) -> Option<&'a str> {
+    /// The value of one label (unquoted), if present.
+    pub fn label(self, name: &str) -> Option<Cow<'a, str>> {
         self.labels().find(|(l, _)| *l == name).map(|(_, v)| v)
     }
 
@@ -343,14 +454,14 @@ mod tests {
         let k = SeriesKey::parse("ad_clicks{country=US,ad=ad001}").expect("valid");
         assert_eq!(k.as_str(), "ad_clicks{ad=ad001,country=US}");
         assert_eq!(k.name(), "ad_clicks");
-        assert_eq!(k.label("country"), Some("US"));
+        assert_eq!(k.label("country").as_deref(), Some("US"));
         assert_eq!(k.labels().count(), 2);
         let plain = SeriesKey::parse("com.example.music").expect("valid");
         assert_eq!(plain.labels().count(), 0);
         assert_eq!(SeriesKey::parse("x{}").expect("valid").as_str(), "x");
         let r = SeriesKeyRef::from_canonical(k.as_str());
         assert_eq!(
-            (r.name(), r.label("ad"), r.label("x")),
+            (r.name(), r.label("ad").as_deref(), r.label("x").as_deref()),
             ("ad_clicks", Some("ad001"), None)
         );
         assert_eq!(
@@ -397,5 +508,73 @@ mod tests {
             SeriesKey::parse(&format!("m{{{}}}", many.join(","))),
             Err(SeriesError::TooManyLabels { count: 17 })
         ));
+    }
+
+    #[test]
+    fn utf8_values_are_quoted_and_plain_keys_keep_their_text() {
+        let k = SeriesKey::parse(r#"hits{page="/search?q=café",site=web}"#).expect("valid");
+        assert_eq!(k.as_str(), r#"hits{page="/search?q=café",site=web}"#);
+        assert_eq!(k.label("page").as_deref(), Some("/search?q=café"));
+        // A quoted value of the plain set is written bare: one canonical text per key.
+        let bare = SeriesKey::parse(r#"hits{site="web"}"#).expect("valid");
+        assert_eq!(bare.as_str(), "hits{site=web}");
+        for (written, value, canonical) in [
+            (r#"m{v="a\"b"}"#, "a\"b", r#"m{v="a\"b"}"#),
+            (r#"m{v="a\\b"}"#, "a\\b", r#"m{v="a\\b"}"#),
+            (r#"m{v="a,b}c=d"}"#, "a,b}c=d", r#"m{v="a,b}c=d"}"#),
+            (r#"m{v="with space"}"#, "with space", r#"m{v="with space"}"#),
+            (r#"m{v="日本"}"#, "日本", r#"m{v="日本"}"#),
+        ] {
+            let k = SeriesKey::parse(written).expect(written);
+            assert_eq!(k.as_str(), canonical, "{written}");
+            assert_eq!(k.label("v").as_deref(), Some(value), "{written}");
+            let again = SeriesKey::parse(k.as_str()).expect("canonical parses");
+            assert_eq!(again, k, "round trip of {written}");
+            let r = SeriesKeyRef::from_canonical(k.as_str());
+            assert_eq!(r.label("v").as_deref(), Some(value));
+        }
+        let two = SeriesKey::parse(r#"m{b="x,y=z",a="}"}"#).expect("valid");
+        assert_eq!(
+            two.labels()
+                .map(|(l, v)| (l.to_string(), v.into_owned()))
+                .collect::<Vec<_>>(),
+            vec![("a".into(), "}".into()), ("b".into(), "x,y=z".into())]
+        );
+    }
+
+    #[test]
+    fn quoting_rules_are_named() {
+        for bad in [r#"m{v="a\nb"}"#, r#"m{v="tab\there"}"#, "m{v=\"a\u{1}\"}"] {
+            assert!(
+                matches!(
+                    SeriesKey::parse(bad),
+                    Err(SeriesError::BadLabelValue { .. })
+                ),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            SeriesKey::parse("m{v=café}"),
+            Err(SeriesError::UnquotedValue { .. })
+        ));
+        for bad in [r#"m{v="open}"#, r#"m{v="a\qb"}"#, r#"m{v="a"b}"#] {
+            assert!(
+                matches!(SeriesKey::parse(bad), Err(SeriesError::Malformed { .. })),
+                "{bad}"
+            );
+        }
+        let long = format!("m{{v=\"{}\"}}", "é".repeat(65));
+        assert!(matches!(
+            SeriesKey::parse(&long),
+            Err(SeriesError::BadLabelValue { .. })
+        ));
+        let err = SeriesKey::parse("m{__name__=x}").expect_err("reserved");
+        assert!(matches!(err, SeriesError::ReservedLabelName { .. }));
+        assert!(err.to_string().contains("reserved"), "{err}");
+        assert!(matches!(
+            SeriesKey::parse("m{__child__=x}"),
+            Err(SeriesError::ReservedLabelName { .. })
+        ));
+        assert!(SeriesKey::parse("m{_private=x}").is_ok());
     }
 }

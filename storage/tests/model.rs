@@ -191,7 +191,7 @@ fn selects(sel: &Selector, s: usize) -> bool {
                     Matcher::Ne(l, v) => label_of(s, l).unwrap_or("") != v,
                 })
         }
-        Selector::Prefix(p) => {
+        Selector::Prefix(p) | Selector::PrefixBy { prefix: p, .. } => {
             ser.name == p
                 || (ser.name.starts_with(p.as_str())
                     && (p.ends_with('.') || ser.name[p.len()..].starts_with('.')))

@@ -10,9 +10,13 @@ use tallydb_storage::Engine;
 
 use super::{storage_error, Handled};
 
-/// Answers a `TOTAL`: one sum and count over the range actually covered.
+/// Answers a `TOTAL`: one sum and count over the range actually covered, or one per
+/// group (`TOTAL_GROUPS_OK`) when the selector groups.
 pub fn total(engine: &Engine, id: u32, q: &proto::TotalQuery<'_>, out: &mut BytesMut) -> Handled {
     let sel = selector(&q.selector);
+    if !sel.group_by().is_empty() {
+        return total_groups(engine, id, &sel, q, out);
+    }
     let r = engine
         .total(&sel, q.from_ms, q.to_ms)
         .map_err(|e| storage_error(&e))?;
@@ -25,6 +29,40 @@ pub fn total(engine: &Engine, id: u32, q: &proto::TotalQuery<'_>, out: &mut Byte
         closed_until_ms: r.provenance.closed_until,
     };
     encode_response(id, &Response::TotalOk(ok), out);
+    Ok(())
+}
+
+/// Answers a grouping `TOTAL` with `TOTAL_GROUPS_OK`.
+fn total_groups(
+    engine: &Engine,
+    id: u32,
+    sel: &storage::Selector,
+    q: &proto::TotalQuery<'_>,
+    out: &mut BytesMut,
+) -> Handled {
+    let r = engine
+        .total_groups(sel, q.from_ms, q.to_ms)
+        .map_err(|e| storage_error(&e))?;
+    let ok = proto::total_groups::TotalGroupsOk {
+        from_ms: r.provenance.from,
+        to_ms: r.provenance.to,
+        tiers: proto::Tiers(r.provenance.tiers),
+        closed_until_ms: r.provenance.closed_until,
+        groups: r
+            .groups
+            .iter()
+            .map(|g| proto::total_groups::TotalGroup {
+                labels: g
+                    .labels
+                    .iter()
+                    .map(|(name, value)| proto::Label { name, value })
+                    .collect(),
+                sum: g.sum,
+                count: g.count,
+            })
+            .collect(),
+    };
+    encode_response(id, &Response::TotalGroupsOk(ok), out);
     Ok(())
 }
 
@@ -144,6 +182,10 @@ pub fn selector(s: &proto::Selector<'_>) -> storage::Selector {
     match s {
         proto::Selector::Exact(key) => storage::Selector::Exact(key.to_string()),
         proto::Selector::Prefix(p) => storage::Selector::Prefix(p.to_string()),
+        proto::Selector::PrefixBy(p) => storage::Selector::PrefixBy {
+            prefix: p.prefix.to_string(),
+            group_by: p.group_by.iter().map(|l| l.to_string()).collect(),
+        },
         proto::Selector::Metric(m) => storage::Selector::Metric {
             name: m.name.to_string(),
             matchers: m

@@ -39,11 +39,11 @@ pub fn error(status: StatusCode, error_type: &str, message: &str) -> Response {
         .into_response()
 }
 
-fn bad_data(message: &str) -> Response {
+pub(super) fn bad_data(message: &str) -> Response {
     error(StatusCode::BAD_REQUEST, "bad_data", message)
 }
 
-fn success(data: Json) -> Response {
+pub(super) fn success(data: Json) -> Response {
     (
         StatusCode::OK,
         axum::Json(json!({"status": "success", "data": data})),
@@ -60,10 +60,10 @@ fn query_error(e: &QueryError) -> Response {
 }
 
 /// Parameters of one request, in order (repeated keys such as `match[]` kept).
-struct Params(Vec<(String, String)>);
+pub(super) struct Params(Vec<(String, String)>);
 
 impl Params {
-    fn get(&self, key: &str) -> Option<&str> {
+    pub(super) fn get(&self, key: &str) -> Option<&str> {
         self.0
             .iter()
             .find(|(k, _)| k == key)
@@ -80,7 +80,7 @@ impl Params {
 }
 
 /// Authorizes the request, checks readiness and collects its parameters.
-fn prelude(
+pub(super) fn prelude(
     state: &HttpState,
     peer: SocketAddr,
     headers: &HeaderMap,
@@ -113,10 +113,16 @@ fn prelude(
     Ok((shared, Params(params)))
 }
 
-/// Unix milliseconds of a Prometheus time parameter.
+/// Unix milliseconds of a time parameter: the shared reading of
+/// [`tallydb_protocol::text::time`] (as `tally` and `tally-admin` read times), and
+/// beyond it the other Prometheus forms (seconds with an exponent, RFC 3339 as chrono
+/// reads it).
 pub fn parse_time(name: &str, s: &str) -> Result<i64, String> {
     let invalid =
         || format!("invalid parameter \"{name}\": cannot parse \"{s}\" to a valid timestamp");
+    if let Ok(ms) = tallydb_protocol::text::parse_time(s, now_ms()) {
+        return Ok(ms);
+    }
     if let Ok(secs) = s.parse::<f64>() {
         if !secs.is_finite() || secs.abs() > 1e13 {
             return Err(invalid());
@@ -144,7 +150,7 @@ pub fn parse_duration(name: &str, s: &str) -> Result<i64, String> {
         .ok_or_else(invalid)
 }
 
-fn now_ms() -> i64 {
+pub(super) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -177,7 +183,7 @@ fn sample(ms: i64, v: f64) -> Json {
 }
 
 /// Runs `f` on the blocking pool under the query timeout.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, QueryError> + Send + 'static,
 ) -> Result<T, Response> {
     match tokio::time::timeout(QUERY_TIMEOUT, tokio::task::spawn_blocking(f)).await {
@@ -446,7 +452,7 @@ pub async fn label_values(
                 if name == "__name__" {
                     Some(k.name().to_string())
                 } else {
-                    k.label(&name).map(str::to_string)
+                    k.label(&name).map(|v| v.into_owned())
                 }
             })
             .collect();

@@ -7,7 +7,9 @@
 //! - [`api`]: a Prometheus-compatible read API (`/api/v1/query`, `query_range`,
 //!   `labels`, `label/<name>/values`, `series`, `metadata`, `status/buildinfo`) with
 //!   Prometheus' response and error shapes, for Grafana's Prometheus data source;
-//! - [`promql`]: the PromQL subset, translated into engine range queries.
+//! - [`promql`]: the PromQL subset, translated into engine range queries;
+//! - [`native`]: `/api/v1/tally/total`, totals per group with selectors and times read
+//!   as `tally` reads them.
 //!
 //! The listener is bound before the engine opens, so `/-/ready` answers 503 during WAL
 //! replay; [`HttpState::set_ready`] hands it the server state once the engine is open.
@@ -24,6 +26,7 @@
 pub mod api;
 pub mod health;
 pub mod metrics;
+pub mod native;
 pub mod promql;
 
 use std::future::Future;
@@ -164,6 +167,10 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route("/api/v1/series", get(api::series).post(api::series))
         .route("/api/v1/metadata", get(api::metadata))
         .route("/api/v1/status/buildinfo", get(api::buildinfo))
+        .route(
+            "/api/v1/tally/total",
+            get(native::total).post(native::total),
+        )
         .fallback(api::not_found)
         .with_state(state)
 }

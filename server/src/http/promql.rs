@@ -275,7 +275,12 @@ impl Evaluator<'_> {
             .map(|k| {
                 label_names
                     .iter()
-                    .map(|l| (l.clone(), k.label(l).unwrap_or("").to_string()))
+                    .map(|l| {
+                        (
+                            l.clone(),
+                            k.label(l).map_or_else(String::new, |v| v.into_owned()),
+                        )
+                    })
                     .collect()
             })
             .collect();
@@ -557,11 +562,11 @@ pub fn matching_series(
         .filter(|k| {
             matchers.iter().all(|m| {
                 let value = if m.name == "__name__" {
-                    k.name()
+                    std::borrow::Cow::Borrowed(k.name())
                 } else {
-                    k.label(&m.name).unwrap_or("")
+                    k.label(&m.name).unwrap_or_default()
                 };
-                m.is_match(value)
+                m.is_match(&value)
             })
         })
         .collect())
@@ -591,11 +596,11 @@ pub fn series_of_match(engine: &Engine, text: &str) -> Result<Vec<SeriesKey>, Qu
             .filter(|k| {
                 vs.matchers.matchers.iter().all(|m| {
                     let value = if m.name == "__name__" {
-                        k.name()
+                        std::borrow::Cow::Borrowed(k.name())
                     } else {
-                        k.label(&m.name).unwrap_or("")
+                        k.label(&m.name).unwrap_or_default()
                     };
-                    m.is_match(value)
+                    m.is_match(&value)
                 })
             })
             .collect()),

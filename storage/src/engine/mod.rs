@@ -36,7 +36,9 @@ use std::thread::JoinHandle;
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
 use crate::options::Options;
-use crate::query::{RangeQuery, RangeResult, Selector, TopQuery, TopResult, TotalResult};
+use crate::query::{
+    RangeQuery, RangeResult, Selector, TopQuery, TopResult, TotalGroupsResult, TotalResult,
+};
 use crate::series::SeriesKey;
 use crate::sweep::Access;
 
@@ -211,6 +213,17 @@ impl Engine {
     /// Total of the selected series over `from..to` (ms).
     pub fn total(&self, selector: &Selector, from: i64, to: i64) -> Result<TotalResult> {
         self.shared.total(selector, from, to, Access::Auto)
+    }
+
+    /// Totals of the selected series over `from..to` (ms), one per group of the
+    /// selector's group-by labels (one group when it has none).
+    pub fn total_groups(
+        &self,
+        selector: &Selector,
+        from: i64,
+        to: i64,
+    ) -> Result<TotalGroupsResult> {
+        self.shared.total_groups(selector, from, to, Access::Auto)
     }
 
     /// The `n` series (or label values) with the largest sums over the range.

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::memtable::Memtable;
 use crate::query::{
     plan, resolve_step, Agg, Group, Plan, Provenance, RangeQuery, RangeResult, Selector, TopEntry,
-    TopQuery, TopResult, TotalResult, Value,
+    TopQuery, TopResult, TotalGroup, TotalGroupsResult, TotalResult, Value,
 };
 use crate::segment;
 use crate::sweep::{Access, Sums, MEMTABLE_LOOKUP_ENTRIES, SEGMENT_LOOKUP_CELLS};
@@ -216,6 +216,53 @@ impl Shared {
         Ok(TotalResult {
             sum,
             count,
+            provenance: Provenance {
+                tiers: p.tiers(),
+                closed_until: p.closed_until(now),
+                from: p.from,
+                to: p.to,
+                series: sums.ids().len(),
+            },
+        })
+    }
+
+    pub(crate) fn total_groups(
+        &self,
+        selector: &Selector,
+        from: i64,
+        to: i64,
+        access: Access,
+    ) -> Result<TotalGroupsResult> {
+        selector.validate()?;
+        if from >= to {
+            return Err(Error::InvalidQuery(format!(
+                "empty time range: from {from} is not before to {to}"
+            )));
+        }
+        let now = self.opts.clock.now_ms();
+        let p = plan(from, to, None, &self.opts.retention, now);
+        let Resolved {
+            ids,
+            group_of,
+            groups,
+        } = resolve_groups(&read(&self.dict), selector, selector.group_by());
+        let mut sums = Sums::new(ids);
+        self.scan_sums(&p, access, &mut sums)?;
+        let mut totals = vec![(0i64, 0u64); groups.len()];
+        for (i, s) in sums.sums().iter().enumerate() {
+            if let Some(t) = group_of.get(i).and_then(|g| totals.get_mut(*g)) {
+                t.0 = t.0.wrapping_add(s.0);
+                t.1 = t.1.wrapping_add(s.1);
+            }
+        }
+        let mut groups: Vec<TotalGroup> = groups
+            .into_iter()
+            .zip(totals)
+            .map(|(labels, (sum, count))| TotalGroup { labels, sum, count })
+            .collect();
+        groups.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(TotalGroupsResult {
+            groups,
             provenance: Provenance {
                 tiers: p.tiers(),
                 closed_until: p.closed_until(now),

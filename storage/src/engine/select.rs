@@ -1,12 +1,13 @@
 //! Selector resolution: which series ids a selector matches (exact key, name
-//! prefix, or metric with label matchers), and their `group by` groups, read
-//! from the dictionary and its label index.
+//! prefix, or metric with label matchers), and their `group by` groups (label
+//! values, or the path segment below a prefix for `__child__`), read from the
+//! dictionary and its label index.
 
 use rustc_hash::FxHashMap;
 
 use crate::dict::SeriesDict;
 use crate::error::Result;
-use crate::query::{Matcher, Selector};
+use crate::query::{child_segment, Matcher, Selector, CHILD_LABEL};
 use crate::series::SeriesKey;
 
 use super::state::{read, Shared};
@@ -19,9 +20,14 @@ pub(super) fn resolve_ids(dict: &SeriesDict, selector: &Selector) -> Vec<u32> {
             .and_then(|k| dict.get(k.as_str()))
             .into_iter()
             .collect(),
-        Selector::Prefix(p) => dict.ids_under_prefix(p),
+        Selector::Prefix(p) | Selector::PrefixBy { prefix: p, .. } => dict.ids_under_prefix(p),
         Selector::Metric { name, matchers, .. } => {
-            let mut lists: Vec<&[u32]> = vec![dict.ids_of_name(name)];
+            // An empty name is any metric: the label lists alone decide
+            // (validation guarantees one `Eq` matcher).
+            let mut lists: Vec<&[u32]> = Vec::new();
+            if !name.is_empty() {
+                lists.push(dict.ids_of_name(name));
+            }
             for m in matchers {
                 if let Matcher::Eq(l, v) = m {
                     lists.push(dict.ids_with_label(l, v));
@@ -45,7 +51,7 @@ pub(super) fn resolve_ids(dict: &SeriesDict, selector: &Selector) -> Vec<u32> {
                     };
                     matchers.iter().all(|m| match m {
                         Matcher::Eq(..) => true,
-                        Matcher::Ne(l, v) => key.label(l).unwrap_or("") != v,
+                        Matcher::Ne(l, v) => key.label(l).as_deref().unwrap_or("") != v,
                     })
                 })
                 .collect()
@@ -75,17 +81,22 @@ pub(super) fn resolve_groups(
             groups: vec![Vec::new()],
         };
     }
+    let prefix = match selector {
+        Selector::PrefixBy { prefix, .. } => Some(prefix.as_str()),
+        _ => None,
+    };
     let mut index: FxHashMap<Vec<String>, usize> = FxHashMap::default();
     let mut groups = Vec::new();
     let mut group_of = Vec::with_capacity(ids.len());
     for id in &ids {
+        let key = dict.key(*id);
         let values: Vec<String> = group_by
             .iter()
-            .map(|l| {
-                dict.key(*id)
+            .map(|l| match (prefix, key) {
+                (Some(p), Some(k)) if l == CHILD_LABEL => child_segment(p, k.name()).to_string(),
+                _ => key
                     .and_then(|k| k.label(l))
-                    .unwrap_or("")
-                    .to_string()
+                    .map_or_else(String::new, |v| v.into_owned()),
             })
             .collect();
         let g = *index.entry(values.clone()).or_insert_with(|| {

@@ -73,9 +73,10 @@ struct ServerArg {
     /// Address of a running tallyd (host:port).
     #[arg(long, value_name = "ADDR")]
     server: Option<String>,
-    /// Admin token for the server.
-    #[arg(long, env = "TALLY_TOKEN", hide_env_values = true, default_value = "")]
-    token: String,
+    /// Read the admin token from this file (else from the TALLY_TOKEN variable; never
+    /// a value on the command line, which every local user can read).
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<PathBuf>,
     /// How long to wait for the server's answer.
     #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
     timeout: u64,
@@ -154,7 +155,7 @@ enum Command {
     /// One line per cell: the bucket start, the series, the cell's sum. Count,
     /// min and max are not preserved.
     #[command(
-        after_help = "Selectors: '*', 'clicks', 'clicks{country=US,ad!=7}', 'exact:clicks{ad=7,country=US}', 'prefix:com.example'.\nTimes: ms since the epoch, now, now-7d, 2024-05-01, 2024-05-01T13:45Z.\n\nExamples:\n  tally-admin export --data-dir /var/lib/tally --from 2024-05-01 --to 2024-05-02 > day.csv\n  tally-admin export --data-dir /var/lib/tally --selector 'prefix:com.example' --tier hour --lines ndjson --from now-30d --to now"
+        after_help = "Selectors: the same as tally's: '*', 'clicks', 'clicks{country=US,ad!=7}', 'hits{page=\"/search?q=café\"}', 'exact:clicks{ad=7,country=US}', 'prefix:com.example', 'com.example.*'.\nTimes: the same as tally's: now, now-7d, unix seconds (below 10^11) or milliseconds, 2024-05-01, 2024-05-01T13:45Z, RFC 3339.\n\nExamples:\n  tally-admin export --data-dir /var/lib/tally --from 2024-05-01 --to 2024-05-02 > day.csv\n  tally-admin export --data-dir /var/lib/tally --selector 'prefix:com.example' --tier hour --lines ndjson --from now-30d --to now"
     )]
     Export {
         #[command(flatten)]
@@ -225,7 +226,7 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
         Command::Backup { dir, server, to } => match (&server.server, &dir.data_dir) {
             (Some(addr), None) => admin::backup_online(
                 addr,
-                server.token.as_bytes(),
+                &token(&server)?,
                 &to,
                 Duration::from_secs(server.timeout),
                 &c,
@@ -241,7 +242,7 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
         Command::Compact { dir, server } => match (&server.server, &dir.data_dir) {
             (Some(addr), None) => admin::compact_online(
                 addr,
-                server.token.as_bytes(),
+                &token(&server)?,
                 Duration::from_secs(server.timeout),
                 &mut out,
             ),
@@ -286,6 +287,18 @@ fn run(cli: Cli) -> Result<Exit, Failure> {
             )
         }
     }
+}
+
+/// The admin token: from `--token-file`, else from `TALLY_TOKEN`, else none.
+fn token(server: &ServerArg) -> Result<Vec<u8>, Failure> {
+    tallydb_tools::tally::Conn::token_from(
+        server.token_file.as_deref(),
+        std::env::var("TALLY_TOKEN").ok(),
+    )
+    .map_err(|e| Failure {
+        exit: Exit::Failed,
+        message: e.to_string(),
+    })
 }
 
 fn usage(message: impl Into<String>) -> Failure {

@@ -238,7 +238,7 @@ Examples:
         #[command(flatten)]
         out: OutArgs,
     },
-    /// One sum and count over a time range.
+    /// One sum and count over a time range (one per group with `by (…)`).
     #[command(after_help = format!("\
 {QUERY_SYNTAX}
 
@@ -249,7 +249,9 @@ Nothing matched: sum 0, count 0, exit 0, and a note on stderr.
 Examples:
   tally total 'video_views{{video=v42}}' --from now-7d
   tally total 'prefix:com.amazon' --from 2026-11-01 --to 2026-12-01
-  tally total 'metric:ad_clicks{{country=US}}' --format json"))]
+  tally total 'metric:ad_clicks{{country=US}}' --format json
+  tally total 'ad_clicks by (country)' --from -1d           one total per country
+  tally total 'com.example.* by (__child__)' --from -1d     one total per child of com.example"))]
     Total {
         /// The selector (see below).
         #[arg(value_parser = sel_arg)]

@@ -33,6 +33,7 @@ use tallydb_client::{
 use crate::selector::QuerySelector;
 use crate::timefmt::{duration_ms, format_utc};
 use output::{time_cell, Cell, Column, Report};
+use tallydb_protocol::text::ParsedSelector;
 
 /// The default server address.
 pub const DEFAULT_SERVER: &str = "127.0.0.1:7411";
@@ -284,17 +285,24 @@ fn empty_note(sel: &QuerySelector, text: &str, span: Span) -> String {
         format_utc(span.from_ms),
         format_utc(span.to_ms)
     );
-    if let QuerySelector::Exact(k) = sel {
-        if k.contains('{') {
+    match sel.parsed() {
+        ParsedSelector::Exact(k) if k.contains('{') => n.push_str(&format!(
+            " (it names the exact series {k}; to match every series with these labels drop `exact:`)"
+        )),
+        ParsedSelector::Metric { matchers, .. }
+            if !matchers.is_empty() && !text.trim_start().starts_with("metric:") =>
+        {
             n.push_str(&format!(
-                " (it names the exact series {k}; to match every series with these labels write `metric:{text}`)"
-            ));
+                " (braces hold matchers, as in PromQL: {text:?} reads as `metric:{}`, every series with these labels; `exact:` names one series)",
+                text.trim()
+            ))
         }
+        _ => {}
     }
     n
 }
 
-/// `total`: one sum and count.
+/// `total`: one sum and count, or one per group when the selector has `by (…)`.
 pub fn total(
     c: &blocking::Client,
     conn: &Conn,
@@ -302,6 +310,9 @@ pub fn total(
     sel: &QuerySelector,
     span: Span,
 ) -> Result<Report> {
+    if !sel.group_by().is_empty() {
+        return total_groups(c, conn, text, sel, span);
+    }
     let t = c
         .total(&sel.to_protocol(), span.from_ms, span.to_ms)
         .map_err(|e| conn.explain(&e))?;
@@ -328,6 +339,70 @@ pub fn total(
             Cell::Int(t.from_ms),
             Cell::Int(t.to_ms),
         ]],
+        meta: vec![
+            ("selector", Json::from(text)),
+            ("tiers", tiers_json(t.tiers)),
+            ("closed_until_ms", Json::from(t.closed_until_ms)),
+        ],
+        meta_line: Some(meta_line(t.tiers, t.closed_until_ms, "")),
+        notes,
+    })
+}
+
+/// `total … by (labels)`: one row per group, a column per group-by label.
+fn total_groups(
+    c: &blocking::Client,
+    conn: &Conn,
+    text: &str,
+    sel: &QuerySelector,
+    span: Span,
+) -> Result<Report> {
+    let t = c
+        .total_by(&sel.to_protocol(), span.from_ms, span.to_ms)
+        .map_err(|e| conn.explain(&e))?;
+    let labels = sel.group_by();
+    let mut columns: Vec<Column> = labels.iter().map(Column::new).collect();
+    columns.extend([
+        Column::new("sum"),
+        Column::new("count"),
+        Column::new("from"),
+        Column::new("to"),
+        Column::machine("from_ms"),
+        Column::machine("to_ms"),
+    ]);
+    let rows: Vec<Vec<Cell>> = t
+        .groups
+        .iter()
+        .map(|g| {
+            let mut row: Vec<Cell> = labels
+                .iter()
+                .map(|l| {
+                    g.labels
+                        .iter()
+                        .find(|(k, _)| k == l)
+                        .map_or(Cell::Empty, |(_, v)| Cell::Str(v.clone()))
+                })
+                .collect();
+            row.extend([
+                Cell::Int(g.sum),
+                Cell::Int(i64::try_from(g.count).unwrap_or(i64::MAX)),
+                time_cell(t.from_ms),
+                time_cell(t.to_ms),
+                Cell::Int(t.from_ms),
+                Cell::Int(t.to_ms),
+            ]);
+            row
+        })
+        .collect();
+    let notes = if rows.is_empty() {
+        vec![empty_note(sel, text, span)]
+    } else {
+        vec![]
+    };
+    Ok(Report {
+        rows_name: "totals",
+        columns,
+        rows,
         meta: vec![
             ("selector", Json::from(text)),
             ("tiers", tiers_json(t.tiers)),
