@@ -102,6 +102,7 @@ fn samples() -> Vec<Frame<'static>> {
                         event_id: Some(b"evt-0001"),
                     },
                 ],
+                per_event: false,
             }),
         ),
         req(
@@ -109,6 +110,7 @@ fn samples() -> Vec<Frame<'static>> {
             Request::Incr(Incr {
                 producer: None,
                 events: vec![],
+                per_event: false,
             }),
         ),
         req(
@@ -389,6 +391,7 @@ fn batch_limit_is_checked_before_reading_events() {
             Request::Incr(Incr {
                 producer: None,
                 events: vec![Event::unit(SeriesRef::Alias(1)); n],
+                per_event: false,
             }),
         ))
     };
@@ -435,7 +438,8 @@ fn required_roles() {
     assert_eq!(
         Request::Incr(Incr {
             producer: None,
-            events: vec![]
+            events: vec![],
+            per_event: false,
         })
         .required_role(),
         Role::Write
@@ -506,6 +510,7 @@ fn series_key_limit_is_enforced() {
             Request::Incr(Incr {
                 producer: None,
                 events: vec![Event::unit(SeriesRef::Key(key))],
+                per_event: false,
             }),
         ))
     };
@@ -623,6 +628,7 @@ fn doc_example_incr_define() {
                         event_id: Some(b"e-1"),
                     },
                 ],
+                per_event: false,
             }),
         ),
     );
@@ -643,6 +649,7 @@ fn doc_example_incr_alias() {
                         ..Event::unit(SeriesRef::Alias(1))
                     },
                 ],
+                per_event: false,
             }),
         ),
     );
@@ -776,8 +783,13 @@ fn request() -> impl Strategy<Value = Request<'static>> {
         Just(Request::Flush),
         Just(Request::Compact),
         text().prop_map(|target_dir| Request::Snapshot(Snapshot { target_dir })),
-        (producer, prop::collection::vec(event(), 0..20))
-            .prop_map(|(producer, events)| Request::Incr(Incr { producer, events })),
+        (producer, prop::collection::vec(event(), 0..20)).prop_map(|(producer, events)| {
+            Request::Incr(Incr {
+                producer,
+                events,
+                per_event: false,
+            })
+        }),
         (selector(), any::<i64>(), any::<i64>(), step, function()).prop_map(
             |(selector, from_ms, to_ms, step, function)| Request::Range(RangeQuery {
                 selector,

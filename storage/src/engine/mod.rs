@@ -145,6 +145,16 @@ impl Engine {
         Ok(state::write(&self.shared.dict).intern(parsed))
     }
 
+    /// Checks that `key` is a valid series key without creating its series.
+    pub fn check_key(&self, key: &str) -> Result<()> {
+        if read(&self.shared.dict).get(key).is_some() {
+            return Ok(());
+        }
+        SeriesKey::parse(key)
+            .map(|_| ())
+            .map_err(|source| Error::InvalidSeries { index: 0, source })
+    }
+
     /// The key of a series id.
     pub fn series_key(&self, id: u32) -> Option<SeriesKey> {
         read(&self.shared.dict).key(id).map(|k| k.to_key())
