@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use tallydb_protocol::answer::Answer;
 use tallydb_protocol::{
-    encode_request, Opcode, RangeQuery, Request, Selector, SeriesQuery, Snapshot, TopQuery,
-    TotalQuery, MAX_CLIENT_NAME_LEN, MAX_EVENT_ID_LEN, MAX_SERIES_KEY_LEN, MAX_TOKEN_LEN,
+    encode_request, ErrorCode, IncrOk, Opcode, RangeQuery, Request, Selector, SeriesQuery,
+    Snapshot, TopQuery, TotalQuery, MAX_CLIENT_NAME_LEN, MAX_EVENT_ID_LEN, MAX_SERIES_KEY_LEN,
+    MAX_TOKEN_LEN,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -17,7 +18,9 @@ use crate::breaker::{BreakerConfig, CircuitState};
 use crate::connection::{self, Command, Config, OwnedEvent, Payload, Shared, Task};
 use crate::error::{Error, Result};
 use crate::recorder::RecorderBuilder;
-use crate::{IncrResult, RangeResult, SeriesResult, ServerInfo, Stats, TopResult, TotalResult};
+use crate::{
+    IncrResult, RangeResult, Refusal, SeriesResult, ServerInfo, Stats, TopResult, TotalResult,
+};
 
 /// Most requests unanswered on one connection. It equals the number of recent
 /// sequences the server remembers per producer, so every batch left ambiguous by a
@@ -64,6 +67,7 @@ impl ClientBuilder {
                 producer_id: random_u64(),
                 max_in_flight: MAX_IN_FLIGHT,
                 max_aliases: 65_536,
+                strict: false,
             },
             queue_capacity: 1024,
         }
@@ -92,6 +96,15 @@ impl ClientBuilder {
     /// A name for the server's logs, e.g. `checkout/1.4`.
     pub fn client_name(mut self, name: impl Into<String>) -> Self {
         self.config.client_name = name.into();
+        self
+    }
+
+    /// All-or-nothing batches (default `false`): with `true` one invalid event fails
+    /// its whole batch with an error, as servers before per-event validation did;
+    /// with `false` each event is validated on its own, the valid ones are applied and
+    /// the answer lists the refused ones ([`crate::IncrResult::refused`]).
+    pub fn strict(mut self, strict: bool) -> Self {
+        self.config.strict = strict;
         self
     }
 
@@ -315,15 +328,58 @@ impl Client {
         Batch::new(self.clone())
     }
 
-    /// Sends already-owned events as one batch.
+    /// Sends already-owned events as one batch. Without strict mode an event the
+    /// client can tell is invalid (a key or event id too long to send) is refused here,
+    /// with its index, and the others are sent.
     pub(crate) async fn send_events(&self, events: Vec<OwnedEvent>) -> Result<IncrResult> {
-        for e in &events {
-            check_event(e)?;
+        if self.inner.config.strict {
+            for e in &events {
+                check_event(e)?;
+            }
+            return match self.call(Payload::Incr(events)).await? {
+                Answer::IncrOk(ok) => Ok(report_of(ok)),
+                Answer::IncrReport(r) => Ok(r),
+                other => Err(unexpected(Opcode::IncrOk, other)),
+            };
         }
-        match self.call(Payload::Incr(events)).await? {
-            Answer::IncrOk(ok) => Ok(ok),
-            other => Err(unexpected(Opcode::IncrOk, other)),
+        let mut local = Vec::new();
+        let mut positions = Vec::with_capacity(events.len());
+        let mut sent = Vec::with_capacity(events.len());
+        for (i, e) in events.into_iter().enumerate() {
+            match check_event(&e) {
+                Ok(()) => {
+                    positions.push(i as u32);
+                    sent.push(e);
+                }
+                Err(err) => local.push(Refusal {
+                    index: i as u32,
+                    code: ErrorCode::InvalidSeries.code(),
+                    message: format!("event {i}: {err}").into(),
+                }),
+            }
         }
+        let mut report = if sent.is_empty() {
+            report_of(IncrOk {
+                applied: 0,
+                duplicates: 0,
+                duplicate_batch: false,
+            })
+        } else {
+            match self.call(Payload::Incr(sent)).await? {
+                Answer::IncrReport(r) => r,
+                Answer::IncrOk(ok) => report_of(ok),
+                other => return Err(unexpected(Opcode::IncrReport, other)),
+            }
+        };
+        if !local.is_empty() {
+            for r in &mut report.refused {
+                r.index = positions.get(r.index as usize).copied().unwrap_or(r.index);
+            }
+            report.refused_count = report.refused_count.saturating_add(local.len() as u32);
+            report.refused.append(&mut local);
+            report.refused.sort_by_key(|r| r.index);
+        }
+        Ok(report)
     }
 
     /// Points of `query.function` over `[from_ms, to_ms)` at `query.step`.
@@ -553,6 +609,17 @@ fn check_event(e: &OwnedEvent) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// An `INCR_OK` as the report it stands for: nothing refused.
+fn report_of(ok: IncrOk) -> IncrResult {
+    IncrResult {
+        applied: ok.applied,
+        duplicates: ok.duplicates,
+        duplicate_batch: ok.duplicate_batch,
+        refused_count: 0,
+        refused: Vec::new(),
+    }
 }
 
 /// The error for an answer of the wrong kind (an `ERROR` stays a server error).

@@ -46,8 +46,8 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use tallydb_protocol::answer::{Answer, ServerInfo};
 use tallydb_protocol::{
-    decode_frame, encode_request, set_request_id, Event, Hello, IncrBuilder, Limits, Message,
-    Opcode, Producer, Request, Response, HANDSHAKE_MAX_FRAME,
+    decode_frame, encode_request, set_request_id, ErrorCode, Event, Hello, IncrBuilder, Limits,
+    Message, Opcode, Producer, Request, Response, SeriesRef, HANDSHAKE_MAX_FRAME,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -74,6 +74,8 @@ pub(crate) struct Config {
     pub(crate) producer_id: u64,
     pub(crate) max_in_flight: usize,
     pub(crate) max_aliases: u32,
+    /// Batches all or nothing (`INCR` without per-event validation).
+    pub(crate) strict: bool,
 }
 
 /// One increment, owned, as queued for the connection task.
@@ -230,6 +232,8 @@ struct Pending {
     deadline: Instant,
     /// Aliases the batch defines (confirmed by its `INCR_OK`).
     defined: Vec<u32>,
+    /// `(event index, alias)` of each event that defines an alias.
+    define_at: Vec<(u32, u32)>,
 }
 
 impl Pending {
@@ -243,6 +247,7 @@ impl Pending {
             request_id: 0,
             deadline: Instant::now(),
             defined: Vec::new(),
+            define_at: Vec::new(),
         }
     }
 
@@ -476,9 +481,14 @@ impl Task {
                     sequence: seq,
                 };
                 let mut defined = BatchAliases::default();
-                let mut builder = IncrBuilder::new(wbuf, id, Some(producer));
-                for e in events {
+                let mut builder =
+                    IncrBuilder::with_validation(wbuf, id, Some(producer), !self.config.strict);
+                p.define_at.clear();
+                for (i, e) in events.iter().enumerate() {
                     let series = s.aliases.series_ref(&e.key, &mut defined);
+                    if let SeriesRef::Define { alias, .. } = series {
+                        p.define_at.push((i as u32, alias));
+                    }
                     builder.push(&Event {
                         series,
                         delta: e.delta,
@@ -634,6 +644,19 @@ impl Task {
             match outcome {
                 Outcome::Ok(answer) => {
                     if p.is_incr() {
+                        if let Answer::IncrReport(r) = &answer {
+                            // An event refused for its key did not bind its alias.
+                            let unbound = |a: &u32| {
+                                p.define_at.iter().any(|(i, alias)| {
+                                    alias == a
+                                        && r.refused.iter().any(|f| {
+                                            f.index == *i
+                                                && f.code == ErrorCode::InvalidSeries.code()
+                                        })
+                                })
+                            };
+                            p.defined.retain(|a| !unbound(a));
+                        }
                         s.aliases.confirm(&p.defined);
                     }
                     let _ = p.reply.send(Ok(answer));
