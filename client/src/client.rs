@@ -295,7 +295,7 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn incr_by(&self, key: &str, delta: i64) -> Result<IncrResult> {
-        self.batch().add(key, delta).send().await
+        single(self.batch().add(key, delta).send().await)
     }
 
     /// Adds `delta` to `key` at `ts_ms` (unix ms), e.g. for late or backfilled events.
@@ -307,10 +307,12 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn incr_at(&self, key: &str, delta: i64, ts_ms: i64) -> Result<IncrResult> {
-        self.batch().add_at(key, delta, ts_ms).send().await
+        single(self.batch().add_at(key, delta, ts_ms).send().await)
     }
 
-    /// A batch of events sent as one `INCR`, applied all or nothing and exactly once.
+    /// A batch of events sent as one `INCR`, applied exactly once: its valid events
+    /// together, each invalid one refused alone and listed in the answer (or, with
+    /// [`ClientBuilder::strict`], all or nothing).
     ///
     /// ```no_run
     /// # async fn demo(client: tallydb_client::Client) -> Result<(), tallydb_client::Error> {
@@ -341,6 +343,10 @@ impl Client {
                 Answer::IncrReport(r) => Ok(r),
                 other => Err(unexpected(Opcode::IncrOk, other)),
             };
+        }
+        if let [only] = events.as_slice() {
+            // One event: the error it would meet here is the answer.
+            check_event(only)?;
         }
         let mut local = Vec::new();
         let mut positions = Vec::with_capacity(events.len());
@@ -609,6 +615,21 @@ fn check_event(e: &OwnedEvent) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// The answer to a one-event batch: its refusal, if any, as the error it is
+/// (`incr`, `incr_by` and `incr_at` fail when their one event is refused).
+fn single(answer: Result<IncrResult>) -> Result<IncrResult> {
+    let report = answer?;
+    match report.refused.first() {
+        Some(r) => Err(Error::Server {
+            code: ErrorCode::from_code(r.code),
+            raw_code: r.code,
+            message: r.message.to_string(),
+            retryable: false,
+        }),
+        None => Ok(report),
+    }
 }
 
 /// An `INCR_OK` as the report it stands for: nothing refused.

@@ -200,6 +200,20 @@ fn samples() -> Vec<Frame<'static>> {
             }),
         ),
         resp(
+            4,
+            Response::IncrReport(IncrReport {
+                applied: 2,
+                duplicates: 0,
+                duplicate_batch: false,
+                refused_count: 1,
+                refused: vec![Refusal {
+                    index: 1,
+                    code: ErrorCode::TooFarInFuture.code(),
+                    message: "event 1: too far ahead".into(),
+                }],
+            }),
+        ),
+        resp(
             5,
             Response::RangeOk(RangeOk {
                 tiers: Tiers::MINUTE | Tiers::HOUR,
@@ -481,12 +495,12 @@ fn hello_with_another_version_is_refused_before_reading_the_rest() {
 #[test]
 fn reserved_and_enum_bytes_are_checked() {
     // INCR batch flags with a reserved bit.
-    let buf = [0x0a, 0, 0, 0, 0x10, 1, 0, 0, 0, 0x02, 0, 0, 0, 0];
+    let buf = [0x0a, 0, 0, 0, 0x10, 1, 0, 0, 0, 0x04, 0, 0, 0, 0];
     assert_eq!(
         decode_frame(&buf, MAX),
         Err(DecodeError::Invalid {
             what: "batch flags",
-            reason: "reserved bits 1-7 must be zero"
+            reason: "reserved bits 2-7 must be zero"
         })
     );
     // INCR_OK with duplicate_batch = 2.
