@@ -46,8 +46,8 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use tallydb_protocol::answer::{Answer, ServerInfo};
 use tallydb_protocol::{
-    decode_frame, encode_request, set_request_id, ErrorCode, Event, Hello, IncrBuilder, Limits,
-    Message, Opcode, Producer, Request, Response, SeriesRef, HANDSHAKE_MAX_FRAME,
+    decode_frame, encode_request, set_request_id, Event, Hello, IncrBuilder, Limits, Message,
+    Opcode, Producer, Request, Response, SeriesRef, HANDSHAKE_MAX_FRAME,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -232,7 +232,7 @@ struct Pending {
     deadline: Instant,
     /// Aliases the batch defines (confirmed by its `INCR_OK`).
     defined: Vec<u32>,
-    /// `(event index, alias)` of each event that defines an alias.
+    /// `(event index, alias)` of each event naming an alias this batch defines.
     define_at: Vec<(u32, u32)>,
 }
 
@@ -486,8 +486,12 @@ impl Task {
                 p.define_at.clear();
                 for (i, e) in events.iter().enumerate() {
                     let series = s.aliases.series_ref(&e.key, &mut defined);
-                    if let SeriesRef::Define { alias, .. } = series {
-                        p.define_at.push((i as u32, alias));
+                    match series {
+                        SeriesRef::Define { alias, .. } => p.define_at.push((i as u32, alias)),
+                        SeriesRef::Alias(alias) if defined.defined.contains(&alias) => {
+                            p.define_at.push((i as u32, alias));
+                        }
+                        _ => {}
                     }
                     builder.push(&Event {
                         series,
@@ -645,17 +649,15 @@ impl Task {
                 Outcome::Ok(answer) => {
                     if p.is_incr() {
                         if let Answer::IncrReport(r) = &answer {
-                            // An event refused for its key did not bind its alias.
-                            let unbound = |a: &u32| {
+                            // An alias defined by this batch is bound only if an
+                            // event naming it was applied; otherwise the next
+                            // batch defines it again.
+                            let bound = |a: &u32| {
                                 p.define_at.iter().any(|(i, alias)| {
-                                    alias == a
-                                        && r.refused.iter().any(|f| {
-                                            f.index == *i
-                                                && f.code == ErrorCode::InvalidSeries.code()
-                                        })
+                                    alias == a && !r.refused.iter().any(|f| f.index == *i)
                                 })
                             };
-                            p.defined.retain(|a| !unbound(a));
+                            p.defined.retain(|a| bound(a));
                         }
                         s.aliases.confirm(&p.defined);
                     }

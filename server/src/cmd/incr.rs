@@ -82,9 +82,10 @@ fn settled(
 ///
 /// Series are created only for events that are counted: every key and time is
 /// checked before any key is interned, so a refused batch (or a refused event)
-/// leaves the dictionary as it was. The one exception is an event refused for its
-/// time that defines an alias: the alias is bound (creating its series, empty) so
-/// that the producer's later events naming it stay valid.
+/// leaves the dictionary as it was. With per-event validation, an alias whose
+/// defining event is refused is bound by the first later event of the batch that
+/// names it and is valid, and otherwise stays as it was: a client treats an alias
+/// as defined only once an event naming it in its defining batch was applied.
 pub fn apply(
     engine: &Engine,
     session: &mut Session,
@@ -195,30 +196,50 @@ fn apply_each(
     let mut events = Vec::with_capacity(batch.events.len());
     // Position in the batch sent of each engine event.
     let mut positions: Vec<u32> = Vec::with_capacity(batch.events.len());
+    // Aliases whose defining event was refused for its time: bound, with their
+    // series created, by the first later event of the batch naming them that is
+    // valid; otherwise left as they were.
+    let mut deferred: Vec<(u32, &str)> = Vec::new();
     for (index, e) in batch.events.iter().enumerate() {
         let time = engine.check_time(e.timestamp_ms);
+        let time_ok =
+            |time: Result<(), storage::Reason>| time.map_err(|r| storage_error(&r.to_error(index)));
         let resolved = match e.series {
             proto::SeriesRef::Key(key) => check_key(engine, index, key).and_then(|()| {
-                time.map_err(|r| storage_error(&r.to_error(index)))?;
+                time_ok(time)?;
                 series_id(engine, index, key)
             }),
-            proto::SeriesRef::Alias(alias) => aliases
-                .resolve(alias)
-                .map_err(|e| alias_error(index, e))
-                .and_then(|sid| {
-                    time.map_err(|r| storage_error(&r.to_error(index)))?;
-                    Ok(sid)
+            proto::SeriesRef::Alias(alias) => match deferred.iter().position(|d| d.0 == alias) {
+                Some(i) => time_ok(time).and_then(|()| {
+                    let sid = series_id(engine, index, deferred[i].1)?;
+                    deferred.swap_remove(i);
+                    aliases
+                        .define(alias, sid)
+                        .map(|()| sid)
+                        .map_err(|e| alias_error(index, e))
                 }),
-            proto::SeriesRef::Define { key, alias } => {
-                check_key(engine, index, key).and_then(|()| {
+                None => aliases
+                    .resolve(alias)
+                    .map_err(|e| alias_error(index, e))
+                    .and_then(|sid| time_ok(time).map(|()| sid)),
+            },
+            proto::SeriesRef::Define { key, alias } => check_key(engine, index, key)
+                .and_then(|()| match aliases.resolve(alias) {
+                    Err(e @ AliasError::OutOfRange { .. }) => Err(alias_error(index, e)),
+                    _ => Ok(()),
+                })
+                .and_then(|()| {
+                    deferred.retain(|d| d.0 != alias);
+                    if let Err(r) = time {
+                        deferred.push((alias, key));
+                        return Err(storage_error(&r.to_error(index)));
+                    }
                     let sid = series_id(engine, index, key)?;
                     aliases
                         .define(alias, sid)
-                        .map_err(|e| alias_error(index, e))?;
-                    time.map_err(|r| storage_error(&r.to_error(index)))?;
-                    Ok(sid)
-                })
-            }
+                        .map(|()| sid)
+                        .map_err(|e| alias_error(index, e))
+                }),
         };
         match resolved {
             Ok(series) => {
