@@ -72,6 +72,11 @@ fsync = "always"
 # How far ahead of the server clock an event timestamp may be (else TOO_FAR_IN_FUTURE).
 max_future_skew = "10m"
 
+# Earliest event timestamp accepted (else TOO_OLD naming this limit): an RFC 3339 time
+# or a date (UTC), or "none". Earlier timestamps are almost always zero or seconds sent
+# as milliseconds.
+min_event_time = "2000-01-01"
+
 # How long event ids are remembered to skip duplicates.
 dedup_window = "1h"
 
@@ -137,6 +142,7 @@ pub const SCALAR_KEYS: &[&str] = &[
     "data_dir",
     "fsync",
     "max_future_skew",
+    "min_event_time",
     "dedup_window",
     "producer_idle",
     "memtable_size",
@@ -285,6 +291,8 @@ pub struct Config {
     pub retention: Retention,
     /// Largest allowed clock skew of event timestamps.
     pub max_future_skew: Duration,
+    /// Earliest accepted event timestamp (unix ms; `i64::MIN` for none).
+    pub min_event_ms: i64,
     /// Event-id dedup window.
     pub dedup_window: Duration,
     /// Producer state expiry.
@@ -310,6 +318,7 @@ impl Default for Config {
             fsync: FsyncPolicy::Always,
             retention: Retention::default(),
             max_future_skew: Duration::from_secs(10 * 60),
+            min_event_ms: tallydb_storage::DEFAULT_MIN_EVENT_MS,
             dedup_window: Duration::from_secs(3600),
             producer_idle: Duration::from_secs(7 * 86_400),
             memtable_bytes: 64 << 20,
@@ -398,6 +407,7 @@ impl Config {
             fsync: self.fsync,
             retention: self.retention,
             max_future_skew_ms: millis(self.max_future_skew),
+            min_event_ms: self.min_event_ms,
             dedup_window_ms: millis(self.dedup_window),
             producer_idle_ms: millis(self.producer_idle),
             memtable_bytes: usize::try_from(self.memtable_bytes).unwrap_or(usize::MAX),
@@ -480,6 +490,7 @@ struct RawConfig {
     data_dir: Option<PathBuf>,
     fsync: Option<String>,
     max_future_skew: Option<String>,
+    min_event_time: Option<String>,
     dedup_window: Option<String>,
     producer_idle: Option<String>,
     memtable_size: Option<RawSize>,
@@ -522,6 +533,7 @@ impl RawConfig {
             "data_dir" => self.data_dir = Some(PathBuf::from(value)),
             "fsync" => self.fsync = s(),
             "max_future_skew" => self.max_future_skew = s(),
+            "min_event_time" => self.min_event_time = s(),
             "dedup_window" => self.dedup_window = s(),
             "producer_idle" => self.producer_idle = s(),
             "memtable_size" => self.memtable_size = Some(RawSize::Text(value.to_string())),
@@ -676,6 +688,10 @@ impl RawConfig {
         };
         let max_future_skew =
             self.duration("max_future_skew", &self.max_future_skew, d.max_future_skew)?;
+        let min_event_ms = match &self.min_event_time {
+            None => d.min_event_ms,
+            Some(t) => parse_min_event_time(t).map_err(|m| self.invalid("min_event_time", m))?,
+        };
         let dedup_window = self.duration("dedup_window", &self.dedup_window, d.dedup_window)?;
         let producer_idle = self.duration("producer_idle", &self.producer_idle, d.producer_idle)?;
         let memtable_bytes = self.size("memtable_size", &self.memtable_size, d.memtable_bytes)?;
@@ -777,6 +793,7 @@ impl RawConfig {
             fsync,
             retention,
             max_future_skew,
+            min_event_ms,
             dedup_window,
             producer_idle,
             memtable_bytes,
@@ -885,6 +902,46 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     };
     n.checked_mul(mult)
         .ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+/// Unix ms of a `min_event_time` value: an RFC 3339 time, a date (UTC midnight), or
+/// `none` (no minimum).
+fn parse_min_event_time(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("none") {
+        return Ok(i64::MIN);
+    }
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.timestamp_millis());
+    }
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc().timestamp_millis())
+        .ok_or_else(|| {
+            format!("{s:?}: expected an RFC 3339 time, a date such as \"2000-01-01\", or \"none\"")
+        })
+}
+
+#[cfg(test)]
+mod min_event_time_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn min_event_time_is_a_date_a_time_or_none() {
+        assert_eq!(Config::default().min_event_ms, 946_684_800_000);
+        assert_eq!(parse_min_event_time("2000-01-01").unwrap(), 946_684_800_000);
+        assert_eq!(
+            parse_min_event_time("2000-01-01T01:00:00+01:00").unwrap(),
+            946_684_800_000
+        );
+        assert_eq!(parse_min_event_time("none").unwrap(), i64::MIN);
+        assert!(parse_min_event_time("yesterday").is_err());
+        let c = Config::from_toml("min_event_time = \"2020-01-01\"\n").unwrap();
+        assert_eq!(c.engine_options().min_event_ms, 1_577_836_800_000);
+        assert!(Config::from_toml("min_event_time = \"soon\"\n").is_err());
+    }
 }
 
 #[cfg(test)]
