@@ -752,3 +752,37 @@ impl ErrorReply<'static> {
         Self::new(err.error_code(), err.to_string())
     }
 }
+
+#[cfg(test)]
+mod incr_report_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The example payload of docs/PROTOCOL.md §6.4a.
+    #[test]
+    fn incr_report_layout_matches_the_document() {
+        let report = IncrReport {
+            applied: 2,
+            duplicates: 0,
+            duplicate_batch: false,
+            refused_count: 1,
+            refused: vec![Refusal {
+                index: 1,
+                code: ErrorCode::TooFarInFuture.code(),
+                message: Cow::Borrowed("x"),
+            }],
+        };
+        let mut out = BytesMut::new();
+        report.encode(&mut out);
+        let want = [
+            2, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 1, 0, 0, 0, 0x0a, 0, 1, b'x',
+        ];
+        assert_eq!(&out[..], &want[..]);
+        let back = Response::decode(Opcode::IncrReport, &want).unwrap();
+        assert_eq!(back, Response::IncrReport(report));
+        // A list longer than the count is refused.
+        let mut bad = want;
+        bad[9] = 0;
+        assert!(Response::decode(Opcode::IncrReport, &bad).is_err());
+    }
+}
