@@ -193,6 +193,7 @@ impl SeriesSums for Sums {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]

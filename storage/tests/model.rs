@@ -492,6 +492,9 @@ fn fail(e: Error) -> TestCaseError {
     TestCaseError::fail(format!("engine error: {e}"))
 }
 
+/// A model range point: exact sum, count, min, max.
+type WidePoint = (i128, i64, i64, i64);
+
 /// Range answer groups: labels and points.
 type Groups = Vec<(Vec<(String, String)>, Vec<(i64, Value)>)>;
 
@@ -804,8 +807,7 @@ impl Harness {
                 .map(|l| (l.clone(), label_of(s, l).unwrap_or("").to_string()))
                 .collect()
         };
-        let mut groups: BTreeMap<Vec<(String, String)>, Vec<Option<(i128, i64, i64, i64)>>> =
-            BTreeMap::new();
+        let mut groups: BTreeMap<Vec<(String, String)>, Vec<Option<WidePoint>>> = BTreeMap::new();
         if group_by.is_empty() {
             groups.insert(Vec::new(), vec![None; points]);
         }

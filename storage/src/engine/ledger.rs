@@ -239,6 +239,7 @@ pub(crate) fn overflow_error(o: Overflow, key: String) -> Error {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::time::DAY_MS;
 

@@ -865,7 +865,7 @@ mod tests {
             header: true,
             ..LineLedger::default()
         };
-        let m = l.explain(&opts).unwrap();
+        let m = l.explain(&opts).expect("a stop to explain");
         assert!(m.contains("lines 2..=11, 22..=31 were applied"), "{m}");
         assert!(m.contains("lines 12..=21 were not counted"), "{m}");
         assert!(m.contains("lines 32 to the end were not sent"), "{m}");
