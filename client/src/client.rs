@@ -344,6 +344,7 @@ impl Client {
                 other => Err(unexpected(Opcode::IncrOk, other)),
             };
         }
+        let one = events.len() == 1;
         if let [only] = events.as_slice() {
             // One event: the error it would meet here is the answer.
             check_event(only)?;
@@ -384,6 +385,10 @@ impl Client {
             report.refused_count = report.refused_count.saturating_add(local.len() as u32);
             report.refused.append(&mut local);
             report.refused.sort_by_key(|r| r.index);
+        }
+        if one {
+            // A batch of one event fails with its refusal, like `incr`.
+            return single(Ok(report));
         }
         Ok(report)
     }

@@ -1006,6 +1006,7 @@ mod tests {
             ("log.format", "json"),
             ("log.level", "debug"),
             ("auth.allow_remote_without_token", "true"),
+            ("min_event_time", "2010-01-01"),
         ];
         assert_eq!(values.len(), SCALAR_KEYS.len());
         let env: Vec<(String, &str)> = values.iter().map(|(k, v)| (env_var_for(k), *v)).collect();
