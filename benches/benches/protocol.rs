@@ -69,6 +69,7 @@ fn incr(c: &mut Criterion) {
             let req = Request::Incr(Incr {
                 producer: Some(PRODUCER),
                 events: evs.clone(),
+                per_event: false,
             });
             g.bench_function(BenchmarkId::new("encode_request", &id), |b| {
                 b.iter(|| {

@@ -94,6 +94,8 @@ impl Batch {
                 applied: 0,
                 duplicates: 0,
                 duplicate_batch: false,
+                refused_count: 0,
+                refused: Vec::new(),
             });
         }
         self.client.send_events(events).await

@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use tallydb_protocol::answer::Answer;
 use tallydb_protocol::{
-    encode_request, Opcode, RangeQuery, Request, Selector, SeriesQuery, Snapshot, TopQuery,
-    TotalQuery, MAX_CLIENT_NAME_LEN, MAX_EVENT_ID_LEN, MAX_SERIES_KEY_LEN, MAX_TOKEN_LEN,
+    encode_request, ErrorCode, IncrOk, Opcode, RangeQuery, Request, Selector, SeriesQuery,
+    Snapshot, TopQuery, TotalQuery, MAX_CLIENT_NAME_LEN, MAX_EVENT_ID_LEN, MAX_SERIES_KEY_LEN,
+    MAX_TOKEN_LEN,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -18,8 +19,8 @@ use crate::connection::{self, Command, Config, OwnedEvent, Payload, Shared, Task
 use crate::error::{Error, Result};
 use crate::recorder::RecorderBuilder;
 use crate::{
-    IncrResult, RangeResult, SeriesResult, ServerInfo, Stats, TopResult, TotalGroupsResult,
-    TotalResult,
+    IncrResult, RangeResult, Refusal, SeriesResult, ServerInfo, Stats, TopResult,
+    TotalGroupsResult, TotalResult,
 };
 
 /// Most requests unanswered on one connection. It equals the number of recent
@@ -67,6 +68,7 @@ impl ClientBuilder {
                 producer_id: random_u64(),
                 max_in_flight: MAX_IN_FLIGHT,
                 max_aliases: 65_536,
+                strict: false,
             },
             queue_capacity: 1024,
         }
@@ -95,6 +97,15 @@ impl ClientBuilder {
     /// A name for the server's logs, e.g. `checkout/1.4`.
     pub fn client_name(mut self, name: impl Into<String>) -> Self {
         self.config.client_name = name.into();
+        self
+    }
+
+    /// All-or-nothing batches (default `false`): with `true` one invalid event fails
+    /// its whole batch with an error, as servers before per-event validation did;
+    /// with `false` each event is validated on its own, the valid ones are applied and
+    /// the answer lists the refused ones ([`crate::IncrResult::refused`]).
+    pub fn strict(mut self, strict: bool) -> Self {
+        self.config.strict = strict;
         self
     }
 
@@ -285,7 +296,7 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn incr_by(&self, key: &str, delta: i64) -> Result<IncrResult> {
-        self.batch().add(key, delta).send().await
+        single(self.batch().add(key, delta).send().await)
     }
 
     /// Adds `delta` to `key` at `ts_ms` (unix ms), e.g. for late or backfilled events.
@@ -297,10 +308,12 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn incr_at(&self, key: &str, delta: i64, ts_ms: i64) -> Result<IncrResult> {
-        self.batch().add_at(key, delta, ts_ms).send().await
+        single(self.batch().add_at(key, delta, ts_ms).send().await)
     }
 
-    /// A batch of events sent as one `INCR`, applied all or nothing and exactly once.
+    /// A batch of events sent as one `INCR`, applied exactly once: its valid events
+    /// together, each invalid one refused alone and listed in the answer (or, with
+    /// [`ClientBuilder::strict`], all or nothing).
     ///
     /// ```no_run
     /// # async fn demo(client: tallydb_client::Client) -> Result<(), tallydb_client::Error> {
@@ -318,15 +331,67 @@ impl Client {
         Batch::new(self.clone())
     }
 
-    /// Sends already-owned events as one batch.
+    /// Sends already-owned events as one batch. Without strict mode an event the
+    /// client can tell is invalid (a key or event id too long to send) is refused here,
+    /// with its index, and the others are sent.
     pub(crate) async fn send_events(&self, events: Vec<OwnedEvent>) -> Result<IncrResult> {
-        for e in &events {
-            check_event(e)?;
+        if self.inner.config.strict {
+            for e in &events {
+                check_event(e)?;
+            }
+            return match self.call(Payload::Incr(events)).await? {
+                Answer::IncrOk(ok) => Ok(report_of(ok)),
+                Answer::IncrReport(r) => Ok(r),
+                other => Err(unexpected(Opcode::IncrOk, other)),
+            };
         }
-        match self.call(Payload::Incr(events)).await? {
-            Answer::IncrOk(ok) => Ok(ok),
-            other => Err(unexpected(Opcode::IncrOk, other)),
+        let one = events.len() == 1;
+        if let [only] = events.as_slice() {
+            // One event: the error it would meet here is the answer.
+            check_event(only)?;
         }
+        let mut local = Vec::new();
+        let mut positions = Vec::with_capacity(events.len());
+        let mut sent = Vec::with_capacity(events.len());
+        for (i, e) in events.into_iter().enumerate() {
+            match check_event(&e) {
+                Ok(()) => {
+                    positions.push(i as u32);
+                    sent.push(e);
+                }
+                Err(err) => local.push(Refusal {
+                    index: i as u32,
+                    code: ErrorCode::InvalidSeries.code(),
+                    message: format!("event {i}: {err}").into(),
+                }),
+            }
+        }
+        let mut report = if sent.is_empty() {
+            report_of(IncrOk {
+                applied: 0,
+                duplicates: 0,
+                duplicate_batch: false,
+            })
+        } else {
+            match self.call(Payload::Incr(sent)).await? {
+                Answer::IncrReport(r) => r,
+                Answer::IncrOk(ok) => report_of(ok),
+                other => return Err(unexpected(Opcode::IncrReport, other)),
+            }
+        };
+        if !local.is_empty() {
+            for r in &mut report.refused {
+                r.index = positions.get(r.index as usize).copied().unwrap_or(r.index);
+            }
+            report.refused_count = report.refused_count.saturating_add(local.len() as u32);
+            report.refused.append(&mut local);
+            report.refused.sort_by_key(|r| r.index);
+        }
+        if one {
+            // A batch of one event fails with its refusal, like `incr`.
+            return single(Ok(report));
+        }
+        Ok(report)
     }
 
     /// Points of `query.function` over `[from_ms, to_ms)` at `query.step`.
@@ -594,6 +659,32 @@ fn check_event(e: &OwnedEvent) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// The answer to a one-event batch: its refusal, if any, as the error it is
+/// (`incr`, `incr_by` and `incr_at` fail when their one event is refused).
+fn single(answer: Result<IncrResult>) -> Result<IncrResult> {
+    let report = answer?;
+    match report.refused.first() {
+        Some(r) => Err(Error::Server {
+            code: ErrorCode::from_code(r.code),
+            raw_code: r.code,
+            message: r.message.to_string(),
+            retryable: false,
+        }),
+        None => Ok(report),
+    }
+}
+
+/// An `INCR_OK` as the report it stands for: nothing refused.
+fn report_of(ok: IncrOk) -> IncrResult {
+    IncrResult {
+        applied: ok.applied,
+        duplicates: ok.duplicates,
+        duplicate_batch: ok.duplicate_batch,
+        refused_count: 0,
+        refused: Vec::new(),
+    }
 }
 
 /// The error for an answer of the wrong kind (an `ERROR` stays a server error).

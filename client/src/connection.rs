@@ -47,7 +47,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use tallydb_protocol::answer::{Answer, ServerInfo};
 use tallydb_protocol::{
     decode_frame, encode_request, set_request_id, Event, Hello, IncrBuilder, Limits, Message,
-    Opcode, Producer, Request, Response, HANDSHAKE_MAX_FRAME,
+    Opcode, Producer, Request, Response, SeriesRef, HANDSHAKE_MAX_FRAME,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -74,6 +74,8 @@ pub(crate) struct Config {
     pub(crate) producer_id: u64,
     pub(crate) max_in_flight: usize,
     pub(crate) max_aliases: u32,
+    /// Batches all or nothing (`INCR` without per-event validation).
+    pub(crate) strict: bool,
 }
 
 /// One increment, owned, as queued for the connection task.
@@ -230,6 +232,8 @@ struct Pending {
     deadline: Instant,
     /// Aliases the batch defines (confirmed by its `INCR_OK`).
     defined: Vec<u32>,
+    /// `(event index, alias)` of each event naming an alias this batch defines.
+    define_at: Vec<(u32, u32)>,
 }
 
 impl Pending {
@@ -243,6 +247,7 @@ impl Pending {
             request_id: 0,
             deadline: Instant::now(),
             defined: Vec::new(),
+            define_at: Vec::new(),
         }
     }
 
@@ -476,9 +481,18 @@ impl Task {
                     sequence: seq,
                 };
                 let mut defined = BatchAliases::default();
-                let mut builder = IncrBuilder::new(wbuf, id, Some(producer));
-                for e in events {
+                let mut builder =
+                    IncrBuilder::with_validation(wbuf, id, Some(producer), !self.config.strict);
+                p.define_at.clear();
+                for (i, e) in events.iter().enumerate() {
                     let series = s.aliases.series_ref(&e.key, &mut defined);
+                    match series {
+                        SeriesRef::Define { alias, .. } => p.define_at.push((i as u32, alias)),
+                        SeriesRef::Alias(alias) if defined.defined.contains(&alias) => {
+                            p.define_at.push((i as u32, alias));
+                        }
+                        _ => {}
+                    }
                     builder.push(&Event {
                         series,
                         delta: e.delta,
@@ -634,6 +648,17 @@ impl Task {
             match outcome {
                 Outcome::Ok(answer) => {
                     if p.is_incr() {
+                        if let Answer::IncrReport(r) = &answer {
+                            // An alias defined by this batch is bound only if an
+                            // event naming it was applied; otherwise the next
+                            // batch defines it again.
+                            let bound = |a: &u32| {
+                                p.define_at.iter().any(|(i, alias)| {
+                                    alias == a && !r.refused.iter().any(|f| f.index == *i)
+                                })
+                            };
+                            p.defined.retain(|a| bound(a));
+                        }
                         s.aliases.confirm(&p.defined);
                     }
                     let _ = p.reply.send(Ok(answer));

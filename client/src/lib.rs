@@ -79,7 +79,12 @@ pub use tallydb_protocol::answer::{
 pub use tallydb_protocol::total_groups::{TotalGroupResult, TotalGroupsResult};
 /// The answer to an increment or a batch: events applied, duplicates skipped, and
 /// whether the whole batch had already been applied (a retry after a lost answer).
-pub use tallydb_protocol::IncrOk as IncrResult;
+/// The answer to a batch: applied, duplicate and refused counts, and each refused
+/// event's index, error code and reason (`applied + duplicates + refused_count` is
+/// the number of events sent). A strict client's batches never list refusals: a bad
+/// event fails the whole batch with an error instead.
+pub type IncrResult = tallydb_protocol::IncrReport<'static>;
+pub use tallydb_protocol::Refusal;
 /// The answer to [`Client::total`].
 pub use tallydb_protocol::TotalOk as TotalResult;
 

@@ -248,7 +248,8 @@ pub struct RecorderReport {
     pub sent: u64,
     /// Increments dropped because the buffer was full or the recorder was closed.
     pub dropped: u64,
-    /// Increments refused by the server for good (their whole batch was refused).
+    /// Increments refused for good: one by one (an invalid key, a time outside the
+    /// server's limits), or with their whole batch (e.g. one that could overflow).
     pub rejected: u64,
     /// Increments whose batch may or may not have been counted.
     pub uncertain: u64,
@@ -406,8 +407,18 @@ impl Flusher {
             let result = self.client.send_events(events).await;
             let c = &self.shared.counters;
             match result {
-                Ok(_) => {
-                    c.sent.fetch_add(n, Ordering::Relaxed);
+                Ok(report) => {
+                    // Per-event validation: a bad event (an invalid key, a time
+                    // outside the server's limits) is refused alone.
+                    let refused = u64::from(report.refused_count).min(n);
+                    c.sent.fetch_add(n - refused, Ordering::Relaxed);
+                    if refused > 0 {
+                        c.rejected.fetch_add(refused, Ordering::Relaxed);
+                        if let Some(first) = report.refused.first() {
+                            tracing::warn!(refused, first = %first.message, "recorder events refused");
+                            self.note_refusal(&first.message);
+                        }
+                    }
                 }
                 Err(e) if e.maybe_applied() => {
                     c.uncertain.fetch_add(n, Ordering::Relaxed);
@@ -444,5 +455,9 @@ impl Flusher {
 
     fn note(&self, e: &Error) {
         self.shared.lock().last_error = Some(e.to_string());
+    }
+
+    fn note_refusal(&self, message: &str) {
+        self.shared.lock().last_error = Some(format!("refused: {message}"));
     }
 }

@@ -271,7 +271,12 @@ async fn lossy_proxy(upstream: std::net::SocketAddr) -> (std::net::SocketAddr, A
                                 break;
                             }
                             let frame = buf.split_to(header.frame_len());
-                            if cut_this && header.opcode() == Some(Opcode::IncrOk) {
+                            if cut_this
+                                && matches!(
+                                    header.opcode(),
+                                    Some(Opcode::IncrOk | Opcode::IncrReport)
+                                )
+                            {
                                 cuts.fetch_add(1, Ordering::SeqCst);
                                 return;
                             }

@@ -54,6 +54,11 @@ fsync = "always"
 # How far ahead of the server clock an event timestamp may be (else TOO_FAR_IN_FUTURE).
 max_future_skew = "10m"
 
+# Earliest event timestamp accepted (else TOO_OLD naming this limit): an RFC 3339 time
+# or a date (UTC), or "none". Earlier timestamps are almost always zero or seconds sent
+# as milliseconds.
+min_event_time = "2000-01-01"
+
 # How long event ids are remembered to skip duplicates.
 dedup_window = "1h"
 
@@ -127,6 +132,7 @@ pub const SCALAR_KEYS: &[&str] = &[
     "data_dir",
     "fsync",
     "max_future_skew",
+    "min_event_time",
     "dedup_window",
     "producer_idle",
     "memtable_size",

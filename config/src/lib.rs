@@ -34,7 +34,7 @@ pub use defaults::{
 };
 pub use error::ConfigError;
 pub use model::{AuthConfig, Config, LimitsConfig, LogConfig, LogFormat, TokenConfig};
-pub use parse::{parse_duration, parse_hex32, parse_role, parse_size};
+pub use parse::{parse_duration, parse_hex32, parse_min_event_time, parse_role, parse_size};
 
 #[cfg(test)]
 mod tests;

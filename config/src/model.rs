@@ -106,6 +106,8 @@ pub struct Config {
     pub retention: Retention,
     /// Largest allowed clock skew of event timestamps.
     pub max_future_skew: Duration,
+    /// Earliest accepted event timestamp (unix ms; `i64::MIN` for none).
+    pub min_event_ms: i64,
     /// Event-id dedup window.
     pub dedup_window: Duration,
     /// Producer state expiry.
@@ -131,6 +133,7 @@ impl Default for Config {
             fsync: FsyncPolicy::Always,
             retention: Retention::default(),
             max_future_skew: Duration::from_secs(10 * 60),
+            min_event_ms: tallydb_storage::DEFAULT_MIN_EVENT_MS,
             dedup_window: Duration::from_secs(3600),
             producer_idle: Duration::from_secs(7 * 86_400),
             memtable_bytes: 64 << 20,
@@ -222,6 +225,7 @@ impl Config {
             fsync: self.fsync,
             retention: self.retention,
             max_future_skew_ms: millis(self.max_future_skew),
+            min_event_ms: self.min_event_ms,
             dedup_window_ms: millis(self.dedup_window),
             producer_idle_ms: millis(self.producer_idle),
             memtable_bytes: usize::try_from(self.memtable_bytes).unwrap_or(usize::MAX),

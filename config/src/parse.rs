@@ -88,3 +88,22 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     n.checked_mul(mult)
         .ok_or_else(|| format!("size {s:?} is too large"))
 }
+
+/// Unix ms of a `min_event_time` value: an RFC 3339 time, a date (UTC midnight), or
+/// `none` (no minimum).
+pub fn parse_min_event_time(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    if s.eq_ignore_ascii_case("none") {
+        return Ok(i64::MIN);
+    }
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.timestamp_millis());
+    }
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc().timestamp_millis())
+        .ok_or_else(|| {
+            format!("{s:?}: expected an RFC 3339 time, a date such as \"2000-01-01\", or \"none\"")
+        })
+}

@@ -13,7 +13,7 @@ use tallydb_storage::{FsyncPolicy, Retention};
 
 use crate::error::ConfigError;
 use crate::model::{millis, AuthConfig, Config, LimitsConfig, LogConfig, TokenConfig};
-use crate::parse::{parse_duration, parse_hex32, parse_role, parse_size};
+use crate::parse::{parse_duration, parse_hex32, parse_min_event_time, parse_role, parse_size};
 
 /// A size: a number of bytes or a string with a unit.
 #[derive(Debug, Clone, Deserialize)]
@@ -77,6 +77,7 @@ pub(crate) struct RawConfig {
     data_dir: Option<PathBuf>,
     fsync: Option<String>,
     max_future_skew: Option<String>,
+    min_event_time: Option<String>,
     dedup_window: Option<String>,
     producer_idle: Option<String>,
     memtable_size: Option<RawSize>,
@@ -125,6 +126,7 @@ impl RawConfig {
             "data_dir" => self.data_dir = Some(PathBuf::from(value)),
             "fsync" => self.fsync = s(),
             "max_future_skew" => self.max_future_skew = s(),
+            "min_event_time" => self.min_event_time = s(),
             "dedup_window" => self.dedup_window = s(),
             "producer_idle" => self.producer_idle = s(),
             "memtable_size" => self.memtable_size = Some(RawSize::Text(value.to_string())),
@@ -286,6 +288,10 @@ impl RawConfig {
         };
         let max_future_skew =
             self.duration("max_future_skew", &self.max_future_skew, d.max_future_skew)?;
+        let min_event_ms = match &self.min_event_time {
+            None => d.min_event_ms,
+            Some(t) => parse_min_event_time(t).map_err(|m| self.invalid("min_event_time", m))?,
+        };
         let dedup_window = self.duration("dedup_window", &self.dedup_window, d.dedup_window)?;
         let producer_idle = self.duration("producer_idle", &self.producer_idle, d.producer_idle)?;
         let memtable_bytes = self.size("memtable_size", &self.memtable_size, d.memtable_bytes)?;
@@ -407,6 +413,7 @@ impl RawConfig {
             fsync,
             retention,
             max_future_skew,
+            min_event_ms,
             dedup_window,
             producer_idle,
             memtable_bytes,

@@ -46,6 +46,7 @@ fn every_scalar_key_can_be_set_by_its_variable() {
         ("data_dir", "/x"),
         ("fsync", "never"),
         ("max_future_skew", "1m"),
+        ("min_event_time", "2010-01-01"),
         ("dedup_window", "2h"),
         ("producer_idle", "1d"),
         ("memtable_size", "1MiB"),
@@ -197,4 +198,19 @@ fn durations_and_sizes() {
     assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
     assert!(parse_size("1TiB").is_err());
     assert!(parse_size("lots").is_err());
+}
+
+#[test]
+fn min_event_time_is_a_date_a_time_or_none() {
+    assert_eq!(Config::default().min_event_ms, 946_684_800_000);
+    assert_eq!(parse_min_event_time("2000-01-01").unwrap(), 946_684_800_000);
+    assert_eq!(
+        parse_min_event_time("2000-01-01T01:00:00+01:00").unwrap(),
+        946_684_800_000
+    );
+    assert_eq!(parse_min_event_time("none").unwrap(), i64::MIN);
+    assert!(parse_min_event_time("yesterday").is_err());
+    let c = Config::from_toml("min_event_time = \"2020-01-01\"\n").unwrap();
+    assert_eq!(c.engine_options().min_event_ms, 1_577_836_800_000);
+    assert!(Config::from_toml("min_event_time = \"soon\"\n").is_err());
 }

@@ -480,6 +480,7 @@ mod seeds {
                                 event_id: Some(b"evt-0001"),
                             },
                         ],
+                        per_event: false,
                     }),
                 ),
             ),
@@ -490,6 +491,7 @@ mod seeds {
                     Request::Incr(Incr {
                         producer: None,
                         events: vec![],
+                        per_event: false,
                     }),
                 ),
             ),
@@ -500,6 +502,7 @@ mod seeds {
                     Request::Incr(Incr {
                         producer: None,
                         events: (0..8).map(|a| Event::unit(SeriesRef::Alias(a))).collect(),
+                        per_event: false,
                     }),
                 ),
             ),

@@ -10,8 +10,8 @@
 
 use crate::frame::Opcode;
 use crate::response::{
-    ErrorReply, Group, HelloOk, IncrOk, Limits, RangeGroups, RangeOk, Response, Role, SeriesOk,
-    StatsOk, Tiers, TopOk, TotalOk,
+    ErrorReply, Group, HelloOk, IncrOk, IncrReport, Limits, RangeGroups, RangeOk, Response, Role,
+    SeriesOk, StatsOk, Tiers, TopOk, TotalOk,
 };
 
 /// A whole response, owned.
@@ -23,6 +23,8 @@ pub enum Answer {
     Pong,
     /// `INCR_OK`.
     IncrOk(IncrOk),
+    /// `INCR_REPORT`.
+    IncrReport(IncrReport<'static>),
     /// `RANGE_OK`.
     RangeOk(RangeResult),
     /// `TOTAL_OK`.
@@ -48,6 +50,7 @@ impl Answer {
             Self::HelloOk(_) => Opcode::HelloOk,
             Self::Pong => Opcode::Pong,
             Self::IncrOk(_) => Opcode::IncrOk,
+            Self::IncrReport(_) => Opcode::IncrReport,
             Self::RangeOk(_) => Opcode::RangeOk,
             Self::TotalOk(_) => Opcode::TotalOk,
             Self::TotalGroupsOk(_) => Opcode::TotalGroupsOk,
@@ -66,6 +69,7 @@ impl From<Response<'_>> for Answer {
             Response::HelloOk(ok) => Self::HelloOk(ok.into()),
             Response::Pong => Self::Pong,
             Response::IncrOk(ok) => Self::IncrOk(ok),
+            Response::IncrReport(r) => Self::IncrReport(r.into_owned()),
             Response::RangeOk(ok) => Self::RangeOk(ok.into()),
             Response::TotalOk(ok) => Self::TotalOk(ok),
             Response::TotalGroupsOk(ok) => Self::TotalGroupsOk(ok.into()),

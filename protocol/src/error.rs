@@ -166,11 +166,14 @@ pub enum ErrorCode {
     BatchTooLarge = 15,
     /// The server is shutting down; reconnect (possibly elsewhere) and retry.
     ShuttingDown = 16,
+    /// Counting the batch could overflow a cell (its sum or count in some tier):
+    /// nothing of it was counted. Also a total too large for its answer.
+    Overflow = 17,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 17] = [
         Self::Malformed,
         Self::FrameTooLarge,
         Self::UnknownOpcode,
@@ -187,6 +190,7 @@ impl ErrorCode {
         Self::Internal,
         Self::BatchTooLarge,
         Self::ShuttingDown,
+        Self::Overflow,
     ];
 
     /// The wire value.
@@ -227,6 +231,7 @@ impl ErrorCode {
             Self::Internal => "INTERNAL",
             Self::BatchTooLarge => "BATCH_TOO_LARGE",
             Self::ShuttingDown => "SHUTTING_DOWN",
+            Self::Overflow => "OVERFLOW",
         }
     }
 }
@@ -248,7 +253,7 @@ mod tests {
             assert_eq!(ErrorCode::from_code(code.code()), Some(code));
         }
         assert_eq!(ErrorCode::from_code(0), None);
-        assert_eq!(ErrorCode::from_code(17), None);
+        assert_eq!(ErrorCode::from_code(18), None);
     }
 
     #[test]

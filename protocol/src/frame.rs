@@ -66,6 +66,8 @@ pub enum Opcode {
     Pong = 0x82,
     /// Answer to `INCR`.
     IncrOk = 0x90,
+    /// Answer to an `INCR` with per-event validation.
+    IncrReport = 0x91,
     /// Answer to `RANGE`.
     RangeOk = 0xA0,
     /// Answer to `TOTAL`.
@@ -86,7 +88,7 @@ pub enum Opcode {
 
 impl Opcode {
     /// Every opcode of protocol version 1.
-    pub const ALL: [Opcode; 22] = [
+    pub const ALL: [Opcode; 23] = [
         Self::Hello,
         Self::Ping,
         Self::Incr,
@@ -101,6 +103,7 @@ impl Opcode {
         Self::HelloOk,
         Self::Pong,
         Self::IncrOk,
+        Self::IncrReport,
         Self::RangeOk,
         Self::TotalOk,
         Self::TopOk,
@@ -149,6 +152,7 @@ impl Opcode {
             Self::HelloOk => "HELLO_OK",
             Self::Pong => "PONG",
             Self::IncrOk => "INCR_OK",
+            Self::IncrReport => "INCR_REPORT",
             Self::RangeOk => "RANGE_OK",
             Self::TotalOk => "TOTAL_OK",
             Self::TotalGroupsOk => "TOTAL_GROUPS_OK",

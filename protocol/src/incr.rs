@@ -22,6 +22,11 @@ use crate::{MAX_EVENT_ID_LEN, MAX_SERIES_KEY_LEN};
 
 /// Batch flag: a producer id and sequence follow.
 pub const BATCH_HAS_PRODUCER: u8 = 0x01;
+/// Batch flag: validate each event on its own and answer with `INCR_REPORT`
+/// (applied, duplicate and refused counts, each refused event's index and
+/// reason). Without it the batch is all or nothing (strict) and answered
+/// `INCR_OK` or `ERROR`, as before the flag existed.
+pub const BATCH_PER_EVENT: u8 = 0x02;
 
 /// Event flags, bits 0–1: how the series is named.
 pub const EVENT_SERIES_MASK: u8 = 0x03;
@@ -204,22 +209,26 @@ pub struct Incr<'a> {
     pub producer: Option<Producer>,
     /// The events.
     pub events: Vec<Event<'a>>,
+    /// Validate each event on its own and answer `INCR_REPORT`
+    /// ([`BATCH_PER_EVENT`]); `false` keeps the batch all or nothing.
+    pub per_event: bool,
 }
 
-fn put_batch_head(out: &mut BytesMut, producer: Option<Producer>) {
+fn put_batch_head(out: &mut BytesMut, producer: Option<Producer>, per_event: bool) {
+    let each = if per_event { BATCH_PER_EVENT } else { 0 };
     match producer {
         Some(p) => {
-            out.put_u8(BATCH_HAS_PRODUCER);
+            out.put_u8(BATCH_HAS_PRODUCER | each);
             out.put_u64_le(p.id);
             out.put_u64_le(p.sequence);
         }
-        None => out.put_u8(0),
+        None => out.put_u8(each),
     }
 }
 
 impl<'a> Incr<'a> {
     pub(crate) fn encode(&self, out: &mut BytesMut) {
-        put_batch_head(out, self.producer);
+        put_batch_head(out, self.producer, self.per_event);
         // More than u32::MAX events cannot be framed anyway (each takes 2+ bytes).
         out.put_u32_le(u32::try_from(self.events.len()).unwrap_or(u32::MAX));
         for event in &self.events {
@@ -231,9 +240,10 @@ impl<'a> Incr<'a> {
     pub(crate) fn decode(p: &'a [u8], max_events: u32) -> Result<Self, DecodeError> {
         run(p, |i| {
             let (i, flags) = u8_(i, "batch flags")?;
-            if flags & !BATCH_HAS_PRODUCER != 0 {
-                return Err(invalid("batch flags", "reserved bits 1-7 must be zero"));
+            if flags & !(BATCH_HAS_PRODUCER | BATCH_PER_EVENT) != 0 {
+                return Err(invalid("batch flags", "reserved bits 2-7 must be zero"));
             }
+            let per_event = flags & BATCH_PER_EVENT != 0;
             let (i, producer) = if flags & BATCH_HAS_PRODUCER != 0 {
                 let (i, id) = u64_le(i, "producer id")?;
                 let (i, sequence) = u64_le(i, "producer sequence")?;
@@ -255,7 +265,14 @@ impl<'a> Incr<'a> {
                 events.push(event);
                 i = rest;
             }
-            Ok((i, Incr { producer, events }))
+            Ok((
+                i,
+                Incr {
+                    producer,
+                    events,
+                    per_event,
+                },
+            ))
         })
     }
 }
@@ -276,8 +293,19 @@ pub struct IncrBuilder<'b> {
 impl<'b> IncrBuilder<'b> {
     /// Starts an `INCR` frame at the end of `out`.
     pub fn new(out: &'b mut BytesMut, request_id: u32, producer: Option<Producer>) -> Self {
+        Self::with_validation(out, request_id, producer, false)
+    }
+
+    /// Starts an `INCR` frame that asks for per-event validation when
+    /// `per_event` ([`BATCH_PER_EVENT`]).
+    pub fn with_validation(
+        out: &'b mut BytesMut,
+        request_id: u32,
+        producer: Option<Producer>,
+        per_event: bool,
+    ) -> Self {
         let start = begin_frame(out, Opcode::Incr, request_id);
-        put_batch_head(out, producer);
+        put_batch_head(out, producer, per_event);
         let count_at = out.len();
         out.put_u32_le(0);
         finish_frame(out, start);
@@ -414,7 +442,11 @@ mod tests {
         let mut encoded = BytesMut::new();
         crate::encode_request(
             42,
-            &crate::Request::Incr(Incr { producer, events }),
+            &crate::Request::Incr(Incr {
+                producer,
+                events,
+                per_event: false,
+            }),
             &mut encoded,
         );
         assert_eq!(&built[6..], &encoded[..]);

@@ -69,14 +69,15 @@ pub use frame::{
     decode_frame, decode_frame_with_limits, encode_frame, encode_request, encode_response,
     opcode_of, request_id_of, set_request_id, Frame, FrameHeader, Message, Opcode, HEADER_LEN,
 };
-pub use incr::{Event, Incr, IncrBuilder, Producer, SeriesRef};
+pub use incr::{Event, Incr, IncrBuilder, Producer, SeriesRef, BATCH_PER_EVENT};
 pub use request::{
     Function, Hello, MatchOp, Matcher, MetricSelector, PrefixSelector, RangeQuery, Request,
     Selector, SeriesQuery, Snapshot, Step, TopQuery, TotalQuery,
 };
 pub use response::{
-    AdminOk, ErrorReply, Group, HelloOk, IncrOk, Label, Limits, Point, RangeGroups, RangeOk,
-    Response, Role, SeriesOk, Stat, StatsOk, Tiers, TopEntry, TopOk, TotalOk, ValueKind,
+    AdminOk, ErrorReply, Group, HelloOk, IncrOk, IncrReport, Label, Limits, Point, RangeGroups,
+    RangeOk, Refusal, Response, Role, SeriesOk, Stat, StatsOk, Tiers, TopEntry, TopOk, TotalOk,
+    ValueKind,
 };
 
 /// The protocol version this crate speaks. `HELLO` must carry exactly this value.

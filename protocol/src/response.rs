@@ -24,6 +24,8 @@ pub enum Response<'a> {
     Pong,
     /// Answers `INCR`.
     IncrOk(IncrOk),
+    /// Answers an `INCR` that asked for per-event validation.
+    IncrReport(IncrReport<'a>),
     /// Answers `RANGE`.
     RangeOk(RangeOk<'a>),
     /// Answers `TOTAL`.
@@ -49,6 +51,7 @@ impl<'a> Response<'a> {
             Self::HelloOk(_) => Opcode::HelloOk,
             Self::Pong => Opcode::Pong,
             Self::IncrOk(_) => Opcode::IncrOk,
+            Self::IncrReport(_) => Opcode::IncrReport,
             Self::RangeOk(_) => Opcode::RangeOk,
             Self::TotalOk(_) => Opcode::TotalOk,
             Self::TotalGroupsOk(_) => Opcode::TotalGroupsOk,
@@ -65,6 +68,7 @@ impl<'a> Response<'a> {
             Self::HelloOk(r) => r.encode(out),
             Self::Pong => {}
             Self::IncrOk(r) => r.encode(out),
+            Self::IncrReport(r) => r.encode(out),
             Self::RangeOk(r) => r.encode(out),
             Self::TotalOk(r) => r.encode(out),
             Self::TotalGroupsOk(r) => r.encode(out),
@@ -82,6 +86,7 @@ impl<'a> Response<'a> {
             Opcode::HelloOk => Self::HelloOk(run(p, HelloOk::parse)?),
             Opcode::Pong => run(p, empty).map(|()| Self::Pong)?,
             Opcode::IncrOk => Self::IncrOk(run(p, IncrOk::parse)?),
+            Opcode::IncrReport => Self::IncrReport(run(p, IncrReport::parse)?),
             Opcode::RangeOk => Self::RangeOk(run(p, RangeOk::parse)?),
             Opcode::TotalOk => Self::TotalOk(run(p, TotalOk::parse)?),
             Opcode::TotalGroupsOk => {
@@ -204,6 +209,106 @@ impl IncrOk {
                 applied,
                 duplicates,
                 duplicate_batch,
+            },
+        ))
+    }
+}
+
+/// `INCR_REPORT`: the answer to an `INCR` with per-event validation. The applied
+/// events are durable (per the server's fsync mode) and counted; each refused event
+/// is listed with its index and reason. `applied + duplicates + refused` is the
+/// number of events sent.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IncrReport<'a> {
+    /// Events counted by this batch.
+    pub applied: u32,
+    /// Events skipped because their event id was already seen.
+    pub duplicates: u32,
+    /// The producer sequence was already applied: nothing was counted again, and
+    /// `refused_count` repeats the number refused the first time, without the list.
+    pub duplicate_batch: bool,
+    /// Events refused (may exceed `refused.len()` only for a duplicate batch).
+    pub refused_count: u32,
+    /// The refused events, by increasing index.
+    pub refused: Vec<Refusal<'a>>,
+}
+
+/// One refused event of an `INCR_REPORT`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Refusal<'a> {
+    /// Position of the event in its batch (0-based).
+    pub index: u32,
+    /// Why, as an error code ([`ErrorCode`]); unknown codes must be accepted.
+    pub code: u16,
+    /// Human-readable reason naming the rule or limit.
+    pub message: Cow<'a, str>,
+}
+
+/// Smallest encoded refusal: `u32` index, `u16` code, empty message.
+const MIN_REFUSAL_LEN: usize = 7;
+
+impl<'a> IncrReport<'a> {
+    /// The same report, owning its messages.
+    pub fn into_owned(self) -> IncrReport<'static> {
+        IncrReport {
+            applied: self.applied,
+            duplicates: self.duplicates,
+            duplicate_batch: self.duplicate_batch,
+            refused_count: self.refused_count,
+            refused: self
+                .refused
+                .into_iter()
+                .map(|r| Refusal {
+                    index: r.index,
+                    code: r.code,
+                    message: Cow::Owned(r.message.into_owned()),
+                })
+                .collect(),
+        }
+    }
+
+    fn encode(&self, out: &mut BytesMut) {
+        out.put_u32_le(self.applied);
+        out.put_u32_le(self.duplicates);
+        out.put_u8(u8::from(self.duplicate_batch));
+        out.put_u32_le(self.refused_count);
+        put_count(out, self.refused.len());
+        for r in &self.refused {
+            out.put_u32_le(r.index);
+            out.put_u16_le(r.code);
+            put_str(out, &r.message);
+        }
+    }
+
+    fn parse(i: &'a [u8]) -> PResult<'a, Self> {
+        let (i, applied) = u32_le(i, "applied")?;
+        let (i, duplicates) = u32_le(i, "duplicates")?;
+        let (i, duplicate_batch) = bool_(i, "duplicate batch")?;
+        let (i, refused_count) = u32_le(i, "refused count")?;
+        let (mut i, n) = count(i, "refused events", MIN_REFUSAL_LEN)?;
+        let mut refused = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (rest, index) = u32_le(i, "refused index")?;
+            let (rest, code) = u16_le(rest, "refusal code")?;
+            let (rest, message) = str_(rest, "refusal message", MAX_MESSAGE_LEN)?;
+            refused.push(Refusal {
+                index,
+                code,
+                message: Cow::Borrowed(message),
+            });
+            i = rest;
+        }
+        if refused.len() > refused_count as usize {
+            return Err(invalid("refused count", "smaller than the refused list"));
+        }
+        Ok((
+            i,
+            IncrReport {
+                applied,
+                duplicates,
+                duplicate_batch,
+                refused_count,
+                refused,
             },
         ))
     }
@@ -652,5 +757,39 @@ impl ErrorReply<'static> {
     /// The answer to a frame that failed to decode.
     pub fn from_decode_error(err: &DecodeError) -> Self {
         Self::new(err.error_code(), err.to_string())
+    }
+}
+
+#[cfg(test)]
+mod incr_report_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The example payload of docs/PROTOCOL.md §6.4a.
+    #[test]
+    fn incr_report_layout_matches_the_document() {
+        let report = IncrReport {
+            applied: 2,
+            duplicates: 0,
+            duplicate_batch: false,
+            refused_count: 1,
+            refused: vec![Refusal {
+                index: 1,
+                code: ErrorCode::TooFarInFuture.code(),
+                message: Cow::Borrowed("x"),
+            }],
+        };
+        let mut out = BytesMut::new();
+        report.encode(&mut out);
+        let want = [
+            2, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 1, 0, 0, 0, 0x0a, 0, 1, b'x',
+        ];
+        assert_eq!(&out[..], &want[..]);
+        let back = Response::decode(Opcode::IncrReport, &want).unwrap();
+        assert_eq!(back, Response::IncrReport(report));
+        // A list longer than the count is refused.
+        let mut bad = want;
+        bad[9] = 0;
+        assert!(Response::decode(Opcode::IncrReport, &bad).is_err());
     }
 }

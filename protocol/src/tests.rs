@@ -102,6 +102,7 @@ fn samples() -> Vec<Frame<'static>> {
                         event_id: Some(b"evt-0001"),
                     },
                 ],
+                per_event: false,
             }),
         ),
         req(
@@ -109,6 +110,7 @@ fn samples() -> Vec<Frame<'static>> {
             Request::Incr(Incr {
                 producer: None,
                 events: vec![],
+                per_event: false,
             }),
         ),
         req(
@@ -195,6 +197,20 @@ fn samples() -> Vec<Frame<'static>> {
                 applied: 2,
                 duplicates: 1,
                 duplicate_batch: false,
+            }),
+        ),
+        resp(
+            4,
+            Response::IncrReport(IncrReport {
+                applied: 2,
+                duplicates: 0,
+                duplicate_batch: false,
+                refused_count: 1,
+                refused: vec![Refusal {
+                    index: 1,
+                    code: ErrorCode::TooFarInFuture.code(),
+                    message: "event 1: too far ahead".into(),
+                }],
             }),
         ),
         resp(
@@ -417,6 +433,7 @@ fn batch_limit_is_checked_before_reading_events() {
             Request::Incr(Incr {
                 producer: None,
                 events: vec![Event::unit(SeriesRef::Alias(1)); n],
+                per_event: false,
             }),
         ))
     };
@@ -463,7 +480,8 @@ fn required_roles() {
     assert_eq!(
         Request::Incr(Incr {
             producer: None,
-            events: vec![]
+            events: vec![],
+            per_event: false,
         })
         .required_role(),
         Role::Write
@@ -505,12 +523,12 @@ fn hello_with_another_version_is_refused_before_reading_the_rest() {
 #[test]
 fn reserved_and_enum_bytes_are_checked() {
     // INCR batch flags with a reserved bit.
-    let buf = [0x0a, 0, 0, 0, 0x10, 1, 0, 0, 0, 0x02, 0, 0, 0, 0];
+    let buf = [0x0a, 0, 0, 0, 0x10, 1, 0, 0, 0, 0x04, 0, 0, 0, 0];
     assert_eq!(
         decode_frame(&buf, MAX),
         Err(DecodeError::Invalid {
             what: "batch flags",
-            reason: "reserved bits 1-7 must be zero"
+            reason: "reserved bits 2-7 must be zero"
         })
     );
     // INCR_OK with duplicate_batch = 2.
@@ -534,6 +552,7 @@ fn series_key_limit_is_enforced() {
             Request::Incr(Incr {
                 producer: None,
                 events: vec![Event::unit(SeriesRef::Key(key))],
+                per_event: false,
             }),
         ))
     };
@@ -651,6 +670,7 @@ fn doc_example_incr_define() {
                         event_id: Some(b"e-1"),
                     },
                 ],
+                per_event: false,
             }),
         ),
     );
@@ -671,6 +691,7 @@ fn doc_example_incr_alias() {
                         ..Event::unit(SeriesRef::Alias(1))
                     },
                 ],
+                per_event: false,
             }),
         ),
     );
@@ -804,8 +825,13 @@ fn request() -> impl Strategy<Value = Request<'static>> {
         Just(Request::Flush),
         Just(Request::Compact),
         text().prop_map(|target_dir| Request::Snapshot(Snapshot { target_dir })),
-        (producer, prop::collection::vec(event(), 0..20))
-            .prop_map(|(producer, events)| Request::Incr(Incr { producer, events })),
+        (producer, prop::collection::vec(event(), 0..20)).prop_map(|(producer, events)| {
+            Request::Incr(Incr {
+                producer,
+                events,
+                per_event: false,
+            })
+        }),
         (selector(), any::<i64>(), any::<i64>(), step, function()).prop_map(
             |(selector, from_ms, to_ms, step, function)| Request::Range(RangeQuery {
                 selector,

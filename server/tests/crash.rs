@@ -150,6 +150,7 @@ fn writer(w: u64, addr: Addr, stop: Arc<AtomicBool>, acked: Arc<AtomicU64>) -> [
                         event_id: None,
                     })
                     .collect(),
+                per_event: false,
             });
             match c.call(&req) {
                 Some(Ok(())) => break,

@@ -350,6 +350,7 @@ fn pipelined_requests_are_answered_in_order() {
             Request::Incr(Incr {
                 producer: None,
                 events: vec![ev(SeriesRef::Key("pipelined"), i64::from(i))],
+                per_event: false,
             })
         } else {
             Request::Ping
@@ -612,6 +613,7 @@ fn sigkill_keeps_every_acknowledged_count() {
                     let id = c.send(&Request::Incr(Incr {
                         producer: None,
                         events: vec![ev(SeriesRef::Key(&key), 1)],
+                        per_event: false,
                     }));
                     match c.read_reply_or_close() {
                         Some(r) if r.request_id == id && r.error().is_none() => {
@@ -691,6 +693,7 @@ fn each_role_is_refused_what_it_may_not_do() {
         c.call(&Request::Incr(Incr {
             producer: None,
             events: vec![ev(SeriesRef::Key("roles"), 1)],
+            per_event: false,
         }))
     };
     let (mut r, role) = connect(b"r-secret");
@@ -851,6 +854,7 @@ fn sigterm_answers_requests_already_read_then_exits_zero() {
         let req = Request::Incr(Incr {
             producer: None,
             events: vec![ev(SeriesRef::Key("drained"), 1)],
+            per_event: false,
         });
         encode_request(id, &req, &mut out);
     }

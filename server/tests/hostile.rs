@@ -88,6 +88,7 @@ fn incr_frame(id: u32, key: &str) -> Vec<u8> {
                 timestamp_ms: None,
                 event_id: None,
             }],
+            per_event: false,
         }),
     )
 }

@@ -7,8 +7,10 @@
 ///
 /// Cells merge by summing `sum` and `count` and taking the extremes of `min` and
 /// `max`, which is associative and commutative: the order of flushes and
-/// compactions never changes a result. Sums wrap on `i64` overflow (documented in
-/// docs/STORAGE.md) rather than failing a batch half-way.
+/// compactions never changes a result. The write path's overflow ledger
+/// (`engine/ledger.rs`, docs/STORAGE.md) refuses any batch that could make a
+/// cell leave `i64`, so these adds never overflow on data this version wrote;
+/// they wrap (as before) only on cells older versions wrote wrapped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cell {
     /// Sum of deltas.
@@ -82,5 +84,6 @@ pub trait SeriesSums {
     /// The smallest and largest wanted series, `None` if none is.
     fn id_range(&self) -> Option<(u32, u32)>;
     /// Adds `sum` and `count` to `series` (called only for wanted series).
-    fn add(&mut self, series: u32, sum: i64, count: u64);
+    /// Sums are `i128`: a series' cells over many buckets may sum past `i64`.
+    fn add(&mut self, series: u32, sum: i128, count: u64);
 }

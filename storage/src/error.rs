@@ -89,6 +89,40 @@ pub enum Error {
         /// The oldest timestamp any tier accepts.
         oldest: i64,
     },
+    /// An event is older than the configured minimum event time: almost always
+    /// seconds sent as milliseconds, or zero.
+    #[error("event {index}: timestamp {ts} ms is before the minimum event time of {min_ms} ms ({min})", min = utc_day(*min_ms))]
+    TooEarly {
+        /// Position of the event in its batch.
+        index: usize,
+        /// The event's timestamp.
+        ts: i64,
+        /// The configured limit.
+        min_ms: i64,
+    },
+    /// Counting an event could overflow a cell: the whole batch is refused and
+    /// nothing of it is counted.
+    #[error("event {index}: counting it could overflow the {what} of series {series} in the {tier} cell starting at {bucket_start} ms (and the finer cells inside it); the batch was refused")]
+    CellOverflow {
+        /// Position of the event in its batch.
+        index: usize,
+        /// The series key.
+        series: String,
+        /// The tier whose cell bounds the check.
+        tier: &'static str,
+        /// Start of that cell's bucket (ms).
+        bucket_start: i64,
+        /// `sum` or `count`.
+        what: &'static str,
+    },
+    /// A total over many cells does not fit the answer's `i64`.
+    #[error("the {what} of the selected cells does not fit a 64-bit integer (it is {value})")]
+    TotalOverflow {
+        /// What overflowed (`total`, `range point`, `top entry`).
+        what: &'static str,
+        /// The exact value.
+        value: i128,
+    },
     /// An event is further in the future than the allowed clock skew.
     #[error("event {index}: timestamp {ts} ms is more than the allowed skew of {skew_ms} ms ahead of the server clock ({now} ms)")]
     TooFarInFuture {
@@ -185,6 +219,12 @@ impl Error {
             _ => false,
         }
     }
+}
+
+/// `YYYY-MM-DD` (UTC) of a time in ms, for messages.
+fn utc_day(ms: i64) -> String {
+    let (y, m, d) = crate::time::civil_from_days(ms.div_euclid(crate::time::DAY_MS));
+    format!("{y:04}-{m:02}-{d:02}")
 }
 
 /// True for the I/O errors of a full disk or an exhausted quota (`ENOSPC`, `EDQUOT`):

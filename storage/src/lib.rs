@@ -65,10 +65,10 @@ pub use cell::Cell;
 pub use dedup::EventId;
 pub use engine::{
     ApplyOutcome, Batch, CompactOutcome, Durable, Engine, Event, FlushOutcome, Pending,
-    ProducerSeq, RecoveryReport, Stats,
+    ProducerSeq, Reason, RecoveryReport, Refused, Stats, Validation,
 };
 pub use error::{Error, Result};
-pub use options::{FsyncPolicy, Options};
+pub use options::{FsyncPolicy, Options, DEFAULT_MIN_EVENT_MS};
 pub use query::{
     Agg, Group, Matcher, Provenance, RangeQuery, RangeResult, Selector, Step, TopEntry, TopQuery,
     TopResult, TotalGroup, TotalGroupsResult, TotalResult, Value, CHILD_LABEL,

@@ -353,10 +353,11 @@ impl Memtable {
             if w == 0 || !sums.selects(id as u32) {
                 continue;
             }
-            let (mut sum, mut count) = word_sum(w);
+            let (s, mut count) = word_sum(w);
+            let mut sum = i128::from(s);
             for w in older.get(id).copied().unwrap_or(&[]) {
                 let (s, n) = word_sum(*w);
-                sum = sum.wrapping_add(s);
+                sum += i128::from(s);
                 count = count.wrapping_add(n);
             }
             sums.add(id as u32, sum, count);
@@ -600,8 +601,8 @@ mod tests {
                         let want = want
                             .iter()
                             .filter(|r| r.series == s && r.bucket >= from && r.bucket < to)
-                            .fold((0i64, 0u64), |a, r| {
-                                (a.0.wrapping_add(r.cell.sum), a.1.wrapping_add(r.cell.count))
+                            .fold((0i128, 0u128), |a, r| {
+                                (a.0 + i128::from(r.cell.sum), a.1 + u128::from(r.cell.count))
                             });
                         prop_assert_eq!(sums.sums()[s as usize], want);
                     }

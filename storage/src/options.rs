@@ -58,6 +58,9 @@ impl std::fmt::Display for FsyncPolicy {
     }
 }
 
+/// The default earliest event time: 2000-01-01T00:00Z in unix ms.
+pub const DEFAULT_MIN_EVENT_MS: i64 = 946_684_800_000;
+
 /// Everything configurable about an engine.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -67,6 +70,10 @@ pub struct Options {
     pub retention: Retention,
     /// How far ahead of the clock an event may be (default 10 minutes).
     pub max_future_skew_ms: i64,
+    /// Earliest event time accepted, in unix ms (default 2000-01-01T00:00Z,
+    /// [`DEFAULT_MIN_EVENT_MS`]): earlier timestamps are almost always zero or
+    /// seconds sent as milliseconds, and are refused like future ones.
+    pub min_event_ms: i64,
     /// How long event ids are remembered for dedup (default 1 hour).
     pub dedup_window_ms: i64,
     /// How long an idle producer's sequence is remembered (default 7 days).
@@ -97,6 +104,7 @@ impl Default for Options {
             fsync: FsyncPolicy::Always,
             retention: Retention::default(),
             max_future_skew_ms: 10 * MINUTE_MS,
+            min_event_ms: DEFAULT_MIN_EVENT_MS,
             dedup_window_ms: HOUR_MS,
             producer_idle_ms: 7 * 24 * HOUR_MS,
             memtable_bytes: 64 << 20,

@@ -10,6 +10,7 @@
 //! an answer, only its speed.
 
 use crate::cell::SeriesSums;
+use crate::error::{Error, Result};
 
 /// Slot of a series that the query did not select.
 const UNSELECTED: u32 = u32::MAX;
@@ -69,7 +70,7 @@ impl Access {
 pub struct Sums {
     ids: Vec<u32>,
     slot_of: Vec<u32>,
-    sums: Vec<(i64, u64)>,
+    sums: Vec<(i128, u128)>,
 }
 
 impl Sums {
@@ -90,10 +91,10 @@ impl Sums {
 
     /// Adds to slot `i`.
     #[inline]
-    pub fn add_slot(&mut self, i: usize, sum: i64, count: u64) {
+    pub fn add_slot(&mut self, i: usize, sum: i128, count: u64) {
         if let Some(e) = self.sums.get_mut(i) {
-            e.0 = e.0.wrapping_add(sum);
-            e.1 = e.1.wrapping_add(count);
+            e.0 += sum;
+            e.1 += u128::from(count);
         }
     }
 
@@ -118,7 +119,7 @@ impl Sums {
     ///
     /// [`prepare_sweep`]: Self::prepare_sweep
     #[inline]
-    pub fn add(&mut self, series: u32, sum: i64, count: u64) {
+    pub fn add(&mut self, series: u32, sum: i128, count: u64) {
         if let Some(&slot) = self.slot_of.get(series as usize) {
             if slot != UNSELECTED {
                 self.add_slot(slot as usize, sum, count);
@@ -145,17 +146,29 @@ impl Sums {
             .is_some_and(|s| *s != UNSELECTED)
     }
 
-    /// Sum and count per slot.
-    pub fn sums(&self) -> &[(i64, u64)] {
+    /// Sum and count per slot, exact (wider than any answer).
+    pub fn sums(&self) -> &[(i128, u128)] {
         &self.sums
     }
 
-    /// Sum and count over every slot.
-    pub fn total(&self) -> (i64, u64) {
-        self.sums.iter().fold((0i64, 0u64), |a, s| {
-            (a.0.wrapping_add(s.0), a.1.wrapping_add(s.1))
-        })
+    /// Sum and count over every slot, exact.
+    pub fn total(&self) -> (i128, u128) {
+        self.sums
+            .iter()
+            .fold((0i128, 0u128), |a, s| (a.0 + s.0, a.1 + s.1))
     }
+}
+
+/// An exact sum and count as the `i64` / `u64` of an answer, or
+/// [`Error::TotalOverflow`] naming `what` when they do not fit: a total over
+/// many cells never wraps silently.
+pub fn narrow(what: &'static str, sum: i128, count: u128) -> Result<(i64, u64)> {
+    let s = i64::try_from(sum).map_err(|_| Error::TotalOverflow { what, value: sum })?;
+    let c = u64::try_from(count).map_err(|_| Error::TotalOverflow {
+        what,
+        value: i128::try_from(count).unwrap_or(i128::MAX),
+    })?;
+    Ok((s, c))
 }
 
 /// The stores' sweeps fill the slots through this.
@@ -173,13 +186,14 @@ impl SeriesSums for Sums {
         Sums::id_range(self)
     }
     #[inline]
-    fn add(&mut self, series: u32, sum: i64, count: u64) {
+    fn add(&mut self, series: u32, sum: i128, count: u64) {
         Sums::add(self, series, sum, count)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
@@ -190,14 +204,22 @@ mod tests {
         s.add(5, -1, 2);
         s.add(4, 100, 1);
         s.add(10, 100, 1);
-        s.add(9, i64::MAX, u64::MAX);
+        s.add(9, i64::MAX.into(), u64::MAX);
         s.add(9, 2, 2);
         s.add_slot(0, 7, 7);
-        assert_eq!(s.sums(), &[(7, 7), (2, 3), (i64::MIN + 1, 1)]);
+        // Exact past i64 and u64: no wrapping.
+        let big = (i128::from(i64::MAX) + 2, u128::from(u64::MAX) + 2);
+        assert_eq!(s.sums(), &[(7, 7), (2, 3), big]);
         assert!(s.selects(2) && !s.selects(3) && !s.selects(99));
         assert!(s.any_in(0, 2) && s.any_in(3, 5) && s.any_in(9, 9) && s.any_in(0, u32::MAX));
         assert!(!s.any_in(0, 1) && !s.any_in(3, 4) && !s.any_in(6, 8) && !s.any_in(10, u32::MAX));
-        assert_eq!(s.total(), (i64::MIN + 10, 11));
+        assert_eq!(s.total(), (big.0 + 9, big.1 + 10));
+        assert!(matches!(
+            narrow("total", big.0, 1),
+            Err(Error::TotalOverflow { what: "total", .. })
+        ));
+        assert!(narrow("total", 5, big.1).is_err());
+        assert_eq!(narrow("total", -5, 3).unwrap(), (-5, 3));
     }
 
     #[test]

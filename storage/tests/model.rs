@@ -14,6 +14,11 @@
 //! 4. [`concurrent_writers_read_their_writes_and_share_fsyncs`]: group commit
 //!    on a real directory.
 //!
+//! Batches are strict (all or nothing) or per event (bad events refused one by
+//! one); timestamps include ones before the minimum event time (zero, negative,
+//! the year 1000, seconds sent as milliseconds) and deltas near `i64::MAX` and
+//! `i64::MIN`, so that batches that could overflow a cell are refused whole.
+//!
 //! The model keeps every acknowledged event `(series, ts, delta)`. Because a
 //! tier's retention only shrinks as the clock moves forward, every tier that
 //! covers a bucket *now* also covered it when any event of that bucket was
@@ -35,8 +40,9 @@ use tallydb_storage::query::{clamp_time, plan, Plan};
 use tallydb_storage::testing::FaultFs;
 use tallydb_storage::time::{DAY_MS, HOUR_MS, MINUTE_MS};
 use tallydb_storage::{
-    Agg, Batch, Cell, Engine, Error, Event, EventId, FsyncPolicy, ManualClock, Matcher, Options,
-    ProducerSeq, RangeQuery, Retention, Selector, Step, Tier, TopQuery, Value,
+    Agg, Batch, Engine, Error, Event, EventId, FsyncPolicy, ManualClock, Matcher, Options,
+    ProducerSeq, RangeQuery, Reason, Retention, Selector, Step, Tier, TopQuery, Value,
+    DEFAULT_MIN_EVENT_MS,
 };
 
 // ---------------------------------------------------------------------------
@@ -228,13 +234,37 @@ struct Model {
     logged: BTreeSet<usize>,
     /// Series the engine's dictionary holds now.
     interned: BTreeSet<usize>,
+    /// Per series and UTC day: the sums of the positive deltas and of the
+    /// magnitudes of the negative deltas applied, and whether the engine's
+    /// bound may exceed them (the day mixed signs, or skipped duplicate ids).
+    mass: HashMap<(usize, i64), DayMass>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct DayMass {
+    pos: u128,
+    neg: u128,
+    loose: bool,
+}
+
+/// How a batch's valid events relate to the overflow bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fits {
+    /// No cell can overflow: the engine must apply the batch.
+    Yes,
+    /// A cell would overflow: the engine must refuse the batch whole.
+    No,
+    /// The engine's bound is looser than the model's: either outcome is right.
+    Maybe,
 }
 
 /// What the model says `apply` must answer.
 #[derive(Debug, PartialEq, Eq)]
 enum Expect {
     TooOld(usize),
+    TooEarly(usize),
     TooFarInFuture(usize),
+    Overflow,
     Retry {
         last: Option<ProducerModel>,
     },
@@ -242,6 +272,10 @@ enum Expect {
         applied: u32,
         duplicates: u32,
         logged: bool,
+        /// Indices refused one by one (per-event validation).
+        refused: Vec<usize>,
+        /// The engine may also refuse the batch whole with an overflow.
+        may_overflow: bool,
     },
 }
 
@@ -265,12 +299,13 @@ fn kept_from(tier: Tier, now: i64) -> i64 {
 }
 
 impl Model {
-    /// Decides the outcome of a batch and, if it is applied, records it.
-    fn apply(
-        &mut self,
+    /// Decides the outcome of a batch, without recording it.
+    fn decide(
+        &self,
         now: i64,
         producer: Option<ProducerSeq>,
         events: &[(usize, i64, i64, Option<u64>)],
+        per_event: bool,
     ) -> Expect {
         if let Some(p) = producer {
             if let Some(st) = self.producers.get(&p.id) {
@@ -280,25 +315,114 @@ impl Model {
                 }
             }
         }
+        let mut refused = Vec::new();
         for (i, (_, ts, _, _)) in events.iter().enumerate() {
-            if *ts > now + SKEW {
-                return Expect::TooFarInFuture(i);
-            }
-            if !Tier::ALL.iter().any(|t| covers(*t, *ts, now)) {
-                return Expect::TooOld(i);
+            let bad = if *ts > now + SKEW {
+                Some(Expect::TooFarInFuture(i))
+            } else if *ts < DEFAULT_MIN_EVENT_MS {
+                Some(Expect::TooEarly(i))
+            } else if !Tier::ALL.iter().any(|t| covers(*t, *ts, now)) {
+                Some(Expect::TooOld(i))
+            } else {
+                None
+            };
+            match bad {
+                Some(e) if !per_event => return e,
+                Some(_) => refused.push(i),
+                None => {}
             }
         }
+        let valid: Vec<(usize, i64, i64, Option<u64>)> = events
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !refused.contains(i))
+            .map(|(_, e)| *e)
+            .collect();
+        let fits = self.fits(&valid);
+        if fits == Fits::No {
+            return Expect::Overflow;
+        }
+        let (mut applied, mut duplicates) = (0u32, 0u32);
+        let mut seen: BTreeSet<u64> = BTreeSet::new();
+        for (_, _, _, id) in &valid {
+            if let Some(id) = id {
+                let known = self.ids.get(id).is_some_and(|exp| *exp > now);
+                if known || !seen.insert(*id) {
+                    duplicates += 1;
+                    continue;
+                }
+            }
+            applied += 1;
+        }
+        Expect::Applied {
+            applied,
+            duplicates,
+            logged: applied > 0 || producer.is_some(),
+            refused,
+            may_overflow: fits == Fits::Maybe,
+        }
+    }
+
+    /// Whether the valid events of a batch fit the overflow bound of their
+    /// days (the engine counts every valid event, duplicates included).
+    fn fits(&self, valid: &[(usize, i64, i64, Option<u64>)]) -> Fits {
+        let mut days: HashMap<(usize, i64), DayMass> = HashMap::new();
+        for (s, ts, delta, _) in valid {
+            let key = (*s, Tier::Day.bucket_of(*ts));
+            let m = days
+                .entry(key)
+                .or_insert_with(|| self.mass.get(&key).copied().unwrap_or_default());
+            if *delta >= 0 {
+                m.pos += u128::from(delta.unsigned_abs());
+            } else {
+                m.neg += u128::from(delta.unsigned_abs());
+            }
+        }
+        let mut fits = Fits::Yes;
+        for m in days.values() {
+            if m.pos > i64::MAX as u128 || m.neg > 1u128 << 63 {
+                return Fits::No;
+            }
+            if m.loose && (m.pos > 0 || m.neg > 0) {
+                fits = Fits::Maybe;
+            }
+        }
+        fits
+    }
+
+    /// Records a batch the engine applied.
+    fn record(
+        &mut self,
+        now: i64,
+        producer: Option<ProducerSeq>,
+        events: &[(usize, i64, i64, Option<u64>)],
+        refused: &[usize],
+    ) {
         if events.iter().any(|e| e.3.is_some()) {
             self.ids.retain(|_, exp| *exp > now);
         }
         let (mut applied, mut duplicates) = (0u32, 0u32);
-        for (s, ts, delta, id) in events {
+        for (i, (s, ts, delta, id)) in events.iter().enumerate() {
+            if refused.contains(&i) {
+                continue;
+            }
+            let m = self.mass.entry((*s, Tier::Day.bucket_of(*ts))).or_default();
             if let Some(id) = id {
                 if self.ids.contains_key(id) {
                     duplicates += 1;
+                    // The engine's bound counts it; the model's does not.
+                    m.loose = true;
                     continue;
                 }
                 self.ids.insert(*id, now + DEDUP_WINDOW);
+            }
+            if *delta >= 0 {
+                m.pos += u128::from(delta.unsigned_abs());
+            } else {
+                m.neg += u128::from(delta.unsigned_abs());
+            }
+            if m.pos > 0 && m.neg > 0 {
+                m.loose = true;
             }
             applied += 1;
             self.events.push(Ev {
@@ -322,23 +446,18 @@ impl Model {
             );
             self.acked.push((p.id, p.seq));
         }
-        Expect::Applied {
-            applied,
-            duplicates,
-            logged,
-        }
     }
 
     fn next_seq(&self, producer: u64) -> u64 {
         self.producers.get(&producer).map_or(1, |p| p.last_seq + 1)
     }
 
-    /// Sum and count of the selected series' events in `from..to`.
-    fn total(&self, sel: &Selector, from: i64, to: i64) -> (i64, u64) {
-        let mut acc = (0i64, 0u64);
+    /// Sum and count of the selected series' events in `from..to`, exact.
+    fn total(&self, sel: &Selector, from: i64, to: i64) -> (i128, u64) {
+        let mut acc = (0i128, 0u64);
         for e in &self.events {
             if e.ts >= from && e.ts < to && selects(sel, e.series) {
-                acc.0 = acc.0.wrapping_add(e.delta);
+                acc.0 += i128::from(e.delta);
                 acc.1 += 1;
             }
         }
@@ -372,6 +491,9 @@ fn check_plan(p: &Plan, now: i64) -> Result<(), TestCaseError> {
 fn fail(e: Error) -> TestCaseError {
     TestCaseError::fail(format!("engine error: {e}"))
 }
+
+/// A model range point: exact sum, count, min, max.
+type WidePoint = (i128, i64, i64, i64);
 
 /// Range answer groups: labels and points.
 type Groups = Vec<(Vec<(String, String)>, Vec<(i64, Value)>)>;
@@ -462,6 +584,8 @@ impl Harness {
             TsSpec::Back(ms) => Some(now - ms),
             TsSpec::Ahead(ms) => Some(now + ms),
             TsSpec::Edge(tier, off) => Some(kept_from(tier, now) + off),
+            TsSpec::Abs(ts) => Some(ts),
+            TsSpec::SecondsAsMs => Some(now / 1000),
         }
     }
 
@@ -500,14 +624,33 @@ impl Harness {
             });
             model_events.push((e.series, ts.unwrap_or(now), e.delta, id));
         }
-        let expect = self.model.apply(now, producer, &model_events);
-        let got = self.engine().apply(&batch);
+        let expect = self
+            .model
+            .decide(now, producer, &model_events, spec.per_event);
+        let got = if spec.per_event {
+            self.engine().apply_each(&batch)
+        } else {
+            self.engine().apply(&batch).map(|o| (o, Vec::new()))
+        };
         match (&expect, got) {
             (Expect::TooOld(i), Err(Error::TooOld { index, .. })) => prop_assert_eq!(*i, index),
+            (Expect::TooEarly(i), Err(Error::TooEarly { index, min_ms, .. })) => {
+                prop_assert_eq!(*i, index);
+                prop_assert_eq!(min_ms, DEFAULT_MIN_EVENT_MS);
+            }
             (Expect::TooFarInFuture(i), Err(Error::TooFarInFuture { index, .. })) => {
                 prop_assert_eq!(*i, index)
             }
-            (Expect::Retry { last }, Ok(out)) => {
+            (Expect::Overflow, Err(Error::CellOverflow { tier, .. })) => {
+                prop_assert_eq!(tier, "day");
+            }
+            (
+                Expect::Applied {
+                    may_overflow: true, ..
+                },
+                Err(Error::CellOverflow { .. }),
+            ) => {}
+            (Expect::Retry { last }, Ok((out, _))) => {
                 prop_assert!(out.duplicate_batch, "retry not flagged: {:?}", out);
                 if let Some(last) = last {
                     prop_assert_eq!(
@@ -521,12 +664,34 @@ impl Harness {
                     applied,
                     duplicates,
                     logged,
+                    refused,
+                    ..
                 },
-                Ok(out),
+                Ok((out, got_refused)),
             ) => {
                 prop_assert!(!out.duplicate_batch);
                 prop_assert_eq!((out.applied, out.duplicates), (*applied, *duplicates));
+                prop_assert_eq!(out.refused as usize, refused.len());
+                prop_assert_eq!(
+                    out.applied + out.duplicates + out.refused,
+                    spec.events.len() as u32,
+                    "applied + duplicates + refused = sent"
+                );
+                let indices: Vec<usize> = got_refused.iter().map(|r| r.index).collect();
+                prop_assert_eq!(&indices, refused);
+                for r in &got_refused {
+                    let (_, ts, _, _) = model_events[r.index];
+                    let want_early = ts < DEFAULT_MIN_EVENT_MS && ts <= now + SKEW;
+                    prop_assert_eq!(
+                        matches!(r.reason, Reason::TooEarly { .. }),
+                        want_early,
+                        "{:?}",
+                        r
+                    );
+                }
                 prop_assert_eq!(out.lsn > 0, *logged, "lsn {}", out.lsn);
+                let refused = refused.clone();
+                self.model.record(now, producer, &model_events, &refused);
             }
             (e, g) => {
                 return Err(TestCaseError::fail(format!(
@@ -563,9 +728,18 @@ impl Harness {
 
     fn check_total(&self, sel: &Selector, from: i64, to: i64) -> Result<(), TestCaseError> {
         let now = self.now();
-        let r = self.engine().total(sel, from, to).map_err(fail)?;
         let p = plan(from, to, None, &retention(), now);
         check_plan(&p, now)?;
+        let exact = self.model.total(sel, p.from, p.to);
+        let r = match self.engine().total(sel, from, to) {
+            // A total past i64 is an error, never a wrapped number.
+            Err(Error::TotalOverflow { value, .. }) => {
+                prop_assert!(i64::try_from(exact.0).is_err(), "{} fits", exact.0);
+                prop_assert_eq!(value, exact.0);
+                return Ok(());
+            }
+            r => r.map_err(fail)?,
+        };
         let pv = r.provenance;
         prop_assert_eq!((pv.from, pv.to), (p.from, p.to), "provenance of total");
         prop_assert_eq!(pv.tiers, p.tiers());
@@ -584,7 +758,7 @@ impl Harness {
         );
         let want = self.model.total(sel, pv.from, pv.to);
         prop_assert_eq!(
-            (r.sum, r.count),
+            (i128::from(r.sum), r.count),
             want,
             "total {:?} over {}..{} (covered {}..{}, now {})",
             sel,
@@ -613,7 +787,13 @@ impl Harness {
     }
 
     /// The model's answer to a range query: (covered from, to, groups).
-    fn model_range(&self, q: &RangeQuery, step: i64) -> Result<(Plan, Groups), TestCaseError> {
+    /// `None` when some point's sum does not fit `i64` (the engine must then
+    /// answer `TotalOverflow`).
+    fn model_range(
+        &self,
+        q: &RangeQuery,
+        step: i64,
+    ) -> Result<(Plan, Option<Groups>), TestCaseError> {
         let now = self.now();
         let grid_from = clamp_time(q.from).div_euclid(step) * step;
         let p = plan(grid_from, q.to, Some(step), &retention(), now);
@@ -627,7 +807,7 @@ impl Harness {
                 .map(|l| (l.clone(), label_of(s, l).unwrap_or("").to_string()))
                 .collect()
         };
-        let mut groups: BTreeMap<Vec<(String, String)>, Vec<Option<Cell>>> = BTreeMap::new();
+        let mut groups: BTreeMap<Vec<(String, String)>, Vec<Option<WidePoint>>> = BTreeMap::new();
         if group_by.is_empty() {
             groups.insert(Vec::new(), vec![None; points]);
         }
@@ -655,41 +835,54 @@ impl Harness {
             let slots = groups.get_mut(&labels_of(e.series)).ok_or_else(|| {
                 TestCaseError::fail(format!("event of uninterned series {}", e.series))
             })?;
+            // (exact sum, count, min, max)
             match &mut slots[k as usize] {
-                Some(c) => c.merge(&Cell::of(e.delta)),
-                slot => *slot = Some(Cell::of(e.delta)),
+                Some(c) => {
+                    c.0 += i128::from(e.delta);
+                    c.1 += 1;
+                    c.2 = c.2.min(e.delta);
+                    c.3 = c.3.max(e.delta);
+                }
+                slot => *slot = Some((i128::from(e.delta), 1, e.delta, e.delta)),
             }
         }
-        let out = groups
-            .into_iter()
-            .map(|(labels, cells)| {
-                let pts = cells
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(k, c)| {
-                        let t = start + k as i64 * step;
-                        let v = match (q.agg, c) {
-                            (Agg::Sum, c) => Value::Int(c.map_or(0, |c| c.sum)),
-                            (Agg::Count, c) => Value::Int(c.map_or(0, |c| c.count as i64)),
-                            (Agg::Min, Some(c)) => Value::Int(c.min),
-                            (Agg::Max, Some(c)) => Value::Int(c.max),
-                            _ => return None,
-                        };
-                        Some((t, v))
-                    })
-                    .collect();
-                (labels, pts)
-            })
-            .collect();
-        Ok((p, out))
+        let mut out = Vec::new();
+        for (labels, cells) in groups {
+            let mut pts = Vec::new();
+            for (k, c) in cells.iter().enumerate() {
+                let t = start + k as i64 * step;
+                let v = match (q.agg, c) {
+                    (Agg::Sum, c) => match i64::try_from(c.map_or(0, |c| c.0)) {
+                        Ok(v) => Value::Int(v),
+                        Err(_) => return Ok((p, None)),
+                    },
+                    (Agg::Count, c) => Value::Int(c.map_or(0, |c| c.1)),
+                    (Agg::Min, Some(c)) => Value::Int(c.2),
+                    (Agg::Max, Some(c)) => Value::Int(c.3),
+                    _ => continue,
+                };
+                pts.push((t, v));
+            }
+            out.push((labels, pts));
+        }
+        Ok((p, Some(out)))
     }
 
     fn check_range(&self, q: &RangeQuery) -> Result<(), TestCaseError> {
         let Step::Fixed(step) = q.step else {
             unreachable!("fixed steps only")
         };
-        let r = self.engine().range(q).map_err(fail)?;
         let (p, want) = self.model_range(q, step)?;
+        let r = match (self.engine().range(q), want) {
+            (Err(Error::TotalOverflow { .. }), None) => return Ok(()),
+            (r, None) => {
+                return Err(TestCaseError::fail(format!(
+                    "range {q:?}: a point does not fit i64, the engine answered {r:?}"
+                )))
+            }
+            (r, Some(w)) => (r.map_err(fail)?, w),
+        };
+        let (r, want) = r;
         prop_assert_eq!(r.step, step);
         prop_assert_eq!(
             (r.provenance.from, r.provenance.to, r.provenance.tiers),
@@ -760,10 +953,8 @@ impl Harness {
                         n,
                         by_label: by.map(str::to_string),
                     };
-                    let r = self.engine().top(&q).map_err(fail)?;
                     let p = plan(from, to, None, &retention(), now);
-                    prop_assert_eq!((r.provenance.from, r.provenance.to), (p.from, p.to));
-                    let mut sums: BTreeMap<String, (i64, u64)> = BTreeMap::new();
+                    let mut sums: BTreeMap<String, (i128, u64)> = BTreeMap::new();
                     for e in &self.model.events {
                         if e.ts < p.from || e.ts >= p.to || !selects(sel, e.series) {
                             continue;
@@ -773,13 +964,24 @@ impl Harness {
                             Some(l) => label_of(e.series, l).unwrap_or("").to_string(),
                         };
                         let acc = sums.entry(name).or_default();
-                        acc.0 = acc.0.wrapping_add(e.delta);
+                        acc.0 += i128::from(e.delta);
                         acc.1 += 1;
                     }
-                    let mut want: Vec<(String, i64, u64)> =
+                    let mut exact: Vec<(String, i128, u64)> =
                         sums.into_iter().map(|(n, (s, c))| (n, s, c)).collect();
-                    want.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-                    want.truncate(n);
+                    exact.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+                    exact.truncate(n);
+                    let fits = exact.iter().all(|e| i64::try_from(e.1).is_ok());
+                    let r = match self.engine().top(&q) {
+                        Err(Error::TotalOverflow { .. }) if !fits => continue,
+                        r => r.map_err(fail)?,
+                    };
+                    prop_assert!(fits, "top {:?}: an entry past i64 was answered", q);
+                    prop_assert_eq!((r.provenance.from, r.provenance.to), (p.from, p.to));
+                    let want: Vec<(String, i64, u64)> = exact
+                        .into_iter()
+                        .map(|(n, s, c)| (n, s as i64, c))
+                        .collect();
                     let got: Vec<(String, i64, u64)> = r
                         .entries
                         .into_iter()
@@ -815,8 +1017,15 @@ impl Harness {
                         step: Step::Fixed(step),
                         agg,
                     };
-                    let big = self.engine().range(&q(w)).map_err(fail)?;
-                    let small = self.engine().range(&q(fine.bucket_ms())).map_err(fail)?;
+                    // Points past i64 are errors; check_ranges checks when.
+                    let (big, small) = match (
+                        self.engine().range(&q(w)),
+                        self.engine().range(&q(fine.bucket_ms())),
+                    ) {
+                        (Err(Error::TotalOverflow { .. }), _)
+                        | (_, Err(Error::TotalOverflow { .. })) => continue,
+                        (big, small) => (big.map_err(fail)?, small.map_err(fail)?),
+                    };
                     prop_assert_eq!(big.provenance.tiers, coarse.bit());
                     prop_assert_eq!(small.provenance.tiers, fine.bit());
                     prop_assert_eq!(big.groups.len(), small.groups.len());
@@ -866,6 +1075,10 @@ enum TsSpec {
     Ahead(i64),
     /// Offset from the start of the oldest bucket a tier retains.
     Edge(Tier, i64),
+    /// This absolute time (before the minimum event time).
+    Abs(i64),
+    /// The clock's seconds sent as milliseconds.
+    SecondsAsMs,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -889,6 +1102,8 @@ enum PSpec {
 struct BatchSpec {
     producer: PSpec,
     events: Vec<EvSpec>,
+    /// Per-event validation instead of all or nothing.
+    per_event: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -926,13 +1141,35 @@ fn ts_strategy() -> impl Strategy<Value = TsSpec> {
             -1i64..=0
         )
             .prop_map(|(t, off)| TsSpec::Edge(t, off)),
+        // Before the minimum event time: zero, negative, the year 1000,
+        // far before 1970, seconds sent as milliseconds.
+        1 => prop_oneof![
+            Just(TsSpec::Abs(0)),
+            Just(TsSpec::Abs(-1)),
+            Just(TsSpec::Abs(-30_610_224_000_000)),
+            Just(TsSpec::Abs(i64::MIN)),
+            Just(TsSpec::Abs(DEFAULT_MIN_EVENT_MS - 1)),
+            Just(TsSpec::SecondsAsMs),
+        ],
     ]
 }
 
 fn event_strategy() -> impl Strategy<Value = EvSpec> {
     (
         0..SERIES.len(),
-        prop_oneof![4 => 1i64..=5, 1 => -5i64..=-1, 1 => Just(0i64), 1 => -1000i64..1000],
+        prop_oneof![
+            16 => 1i64..=5,
+            4 => -5i64..=-1,
+            4 => Just(0i64),
+            4 => -1000i64..1000,
+            // Near the ends of i64: a second one in a day overflows.
+            1 => prop_oneof![
+                Just(i64::MAX),
+                Just(i64::MAX / 2 + 1),
+                Just(i64::MIN),
+                Just(i64::MIN / 2),
+            ],
+        ],
         ts_strategy(),
         prop::option::weighted(0.4, 0u8..6),
     )
@@ -952,8 +1189,13 @@ fn batch_strategy() -> impl Strategy<Value = BatchSpec> {
             1 => any::<usize>().prop_map(PSpec::Retry),
         ],
         prop::collection::vec(event_strategy(), 0..6),
+        any::<bool>(),
     )
-        .prop_map(|(producer, events)| BatchSpec { producer, events })
+        .prop_map(|(producer, events, per_event)| BatchSpec {
+            producer,
+            events,
+            per_event,
+        })
 }
 
 fn op_strategy() -> impl Strategy<Value = Op> {
@@ -1097,6 +1339,7 @@ fn fixture_batch(rng: &mut Rng, producer: u64) -> BatchSpec {
             PSpec::None
         },
         events,
+        per_event: false,
     }
 }
 
@@ -1324,7 +1567,8 @@ fn failed_wal_fsync_poisons_writes_but_not_reads() {
             t.provenance.to,
         );
         assert!(
-            (t.sum, t.count) == want || (t.sum, t.count) == (want.0 + 1000, want.1 + 1),
+            (i128::from(t.sum), t.count) == want
+                || (i128::from(t.sum), t.count) == (want.0 + 1000, want.1 + 1),
             "{t:?} vs {want:?}"
         );
         assert!(acked.1 > 0);

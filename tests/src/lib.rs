@@ -421,7 +421,11 @@ impl Client {
         producer: Option<Producer>,
         events: Vec<Event<'_>>,
     ) -> Result<IncrOk, ErrorOwned> {
-        let reply = self.call(&Request::Incr(Incr { producer, events }));
+        let reply = self.call(&Request::Incr(Incr {
+            producer,
+            events,
+            per_event: false,
+        }));
         match reply.response() {
             Response::IncrOk(ok) => Ok(ok),
             _ => Err(reply.error().unwrap()),

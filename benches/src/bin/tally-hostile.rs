@@ -220,6 +220,7 @@ fn flood(args: &Args, rt: &tokio::runtime::Runtime) -> Result<()> {
             &Request::Incr(Incr {
                 producer: None,
                 events,
+                per_event: false,
             }),
         ))?;
         if let Some(code) = read_reply(&mut admin)? {

@@ -370,6 +370,8 @@ pub struct ConnStats {
     pub duplicates: u64,
     /// Batches answered `duplicate_batch`.
     pub duplicate_batches: u64,
+    /// Events refused one by one (per-event validation).
+    pub refused: u64,
     /// Successful queries (whole run).
     pub query_ok: u64,
     /// In the measurement window: acknowledged `INCR`s, their events, queries.
@@ -403,6 +405,7 @@ impl ConnStats {
             applied: 0,
             duplicates: 0,
             duplicate_batches: 0,
+            refused: 0,
             query_ok: 0,
             window_incr_ok: 0,
             window_applied: 0,
@@ -579,7 +582,10 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             });
             let t = now_ms();
             let mut series = Vec::with_capacity(w.batch as usize);
-            let mut b = IncrBuilder::new(&mut out, id, producer);
+            // Per-event validation: an event the server refuses (say, a
+            // timestamp outside its limits) is counted as refused, the rest
+            // of its batch as applied.
+            let mut b = IncrBuilder::with_validation(&mut out, id, producer, true);
             for _ in 0..w.batch {
                 let s = sh.sampler.sample(&mut rng);
                 let key = sh.keys.get(s as usize).map_or("", String::as_str);
@@ -701,14 +707,33 @@ async fn read_loop<R: AsyncRead + Unpin>(
             let us = u64::try_from(now.saturating_duration_since(rec.stamp).as_micros())
                 .unwrap_or(u64::MAX)
                 .max(1);
+            // A strict answer is a report with nothing refused.
+            let r = match r {
+                Response::IncrOk(ok) => Response::IncrReport(tallydb_protocol::IncrReport {
+                    applied: ok.applied,
+                    duplicates: ok.duplicates,
+                    duplicate_batch: ok.duplicate_batch,
+                    refused_count: 0,
+                    refused: Vec::new(),
+                }),
+                other => other,
+            };
             match (rec.kind, r) {
-                (ReqKind::Incr, Response::IncrOk(ok)) => {
+                (ReqKind::Incr, Response::IncrReport(ok)) => {
                     st.incr_ok += 1;
                     st.applied += u64::from(ok.applied);
                     st.duplicates += u64::from(ok.duplicates);
                     st.duplicate_batches += u64::from(ok.duplicate_batch);
+                    st.refused += u64::from(ok.refused_count);
+                    if !ok.refused.is_empty() {
+                        // A refused event may have been an alias definition.
+                        reset_aliases.store(true, Ordering::Relaxed);
+                    }
                     if !ok.duplicate_batch {
-                        for s in &rec.series {
+                        for (i, s) in rec.series.iter().enumerate() {
+                            if ok.refused.iter().any(|f| f.index as usize == i) {
+                                continue;
+                            }
                             if let Some(a) = sh.acked.get(*s as usize) {
                                 a.fetch_add(1, Ordering::Relaxed);
                             }

@@ -161,6 +161,8 @@ pub struct Report {
     pub duplicates: u64,
     /// Batches answered as duplicate.
     pub duplicate_batches: u64,
+    /// Events refused one by one by the server (per-event validation).
+    pub refused: u64,
     /// `ERROR` answers by code.
     pub errors: Vec<ErrorCount>,
     /// Requests never answered.
@@ -275,8 +277,8 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "acknowledged: {} increments; duplicates {}, duplicate batches {}, unanswered requests {}, behind schedule {}",
-            self.acknowledged, self.duplicates, self.duplicate_batches, self.unanswered, self.behind_schedule
+            "acknowledged: {} increments; duplicates {}, duplicate batches {}, refused {}, unanswered requests {}, behind schedule {}",
+            self.acknowledged, self.duplicates, self.duplicate_batches, self.refused, self.unanswered, self.behind_schedule
         );
         if self.errors.is_empty() {
             let _ = writeln!(s, "errors: none");

@@ -164,6 +164,7 @@ pub async fn run(w: Workload, target: Target) -> Result<Report, LoadError> {
     let applied = sum(|c| c.applied);
     let duplicates = sum(|c| c.duplicates);
     let duplicate_batches = sum(|c| c.duplicate_batches);
+    let refused = sum(|c| c.refused);
     let window_incr = sum(|c| c.window_incr_ok);
     let window_applied = sum(|c| c.window_applied);
     let window_query = sum(|c| c.window_query_ok);
@@ -251,6 +252,7 @@ pub async fn run(w: Workload, target: Target) -> Result<Report, LoadError> {
         acknowledged: applied,
         duplicates,
         duplicate_batches,
+        refused,
         errors: errors
             .into_iter()
             .map(|(code, (count, first_message))| ErrorCount {

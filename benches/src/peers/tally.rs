@@ -150,6 +150,7 @@ async fn load_one(
                     sequence: seq,
                 }),
                 events,
+                per_event: false,
             }));
         }
         let mut bad = None;

@@ -241,7 +241,10 @@ fn role_name(r: Role) -> &'static str {
 pub fn storage_error(e: &StorageError) -> ErrorReply<'static> {
     let code = match e {
         StorageError::InvalidSeries { .. } => ErrorCode::InvalidSeries,
-        StorageError::TooOld { .. } => ErrorCode::TooOld,
+        StorageError::TooOld { .. } | StorageError::TooEarly { .. } => ErrorCode::TooOld,
+        StorageError::CellOverflow { .. } | StorageError::TotalOverflow { .. } => {
+            ErrorCode::Overflow
+        }
         StorageError::TooFarInFuture { .. } => ErrorCode::TooFarInFuture,
         StorageError::InvalidQuery(_) => ErrorCode::InvalidArgument,
         StorageError::BatchTooLarge { .. } => ErrorCode::BatchTooLarge,

@@ -81,6 +81,7 @@ fn roles_are_enforced_per_request() {
     let incr = Request::Incr(proto::Incr {
         producer: None,
         events: vec![proto::Event::unit(proto::SeriesRef::Key("x"))],
+        per_event: false,
     });
     let (_, code, msg) = error_of(&answer(&shared, &mut session, &incr));
     assert_eq!(code, ErrorCode::Forbidden.code());

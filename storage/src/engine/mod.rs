@@ -5,7 +5,8 @@
 //! - `recovery`: opening a directory: lock, format, manifest, orphans, dedup
 //!   checkpoint, WAL replay.
 //! - `write`: the write path: validation, dedup, WAL append and memtable insert
-//!   of a batch, under one lock. Durability is [`crate::wal::commit`]'s (group
+//!   of a batch, under one lock; `ledger`: the per series and day bounds that
+//!   refuse a batch which could overflow a cell. Durability is [`crate::wal::commit`]'s (group
 //!   commit and the fsync policies).
 //! - `flush`: memtables to segments and a new checkpoint; the compaction worker
 //!   is [`crate::compaction::worker`].
@@ -44,6 +45,7 @@ use crate::sweep::Access;
 
 mod background;
 mod flush;
+mod ledger;
 mod read;
 mod recovery;
 mod select;
@@ -57,7 +59,7 @@ pub use crate::wal::commit::{Durable, Pending};
 pub use flush::FlushOutcome;
 pub use recovery::RecoveryReport;
 pub use stats::Stats;
-pub use write::{ApplyOutcome, Batch, Event, ProducerSeq};
+pub use write::{ApplyOutcome, Batch, Event, ProducerSeq, Reason, Refused, Validation};
 
 pub(crate) use state::{lock, read, Shared};
 
@@ -145,6 +147,16 @@ impl Engine {
         Ok(state::write(&self.shared.dict).intern(parsed))
     }
 
+    /// Checks that `key` is a valid series key without creating its series.
+    pub fn check_key(&self, key: &str) -> Result<()> {
+        if read(&self.shared.dict).get(key).is_some() {
+            return Ok(());
+        }
+        SeriesKey::parse(key)
+            .map(|_| ())
+            .map_err(|source| Error::InvalidSeries { index: 0, source })
+    }
+
     /// The key of a series id.
     pub fn series_key(&self, id: u32) -> Option<SeriesKey> {
         read(&self.shared.dict).key(id).map(|k| k.to_key())
@@ -152,10 +164,21 @@ impl Engine {
 
     /// Applies a batch atomically and returns once it is durable under the
     /// configured fsync policy. Invalid events fail the whole batch with an error
-    /// naming the event; nothing of it is counted.
+    /// naming the event; nothing of it is counted (strict validation; see
+    /// [`Engine::apply_each`] for per-event validation).
     pub fn apply(&self, batch: &Batch) -> Result<ApplyOutcome> {
-        let pending = self.shared.submit(batch)?;
+        let pending = self.submit(batch)?;
         self.shared.commit.wait(pending)
+    }
+
+    /// Applies the valid events of a batch together and returns once they are
+    /// durable, with the events refused one by one (index and reason). Errors
+    /// that concern the whole batch still fail it whole: a poisoned or full
+    /// engine, a batch too large, a producer sequence too old, and an event
+    /// that could overflow a cell ([`Error::CellOverflow`]).
+    pub fn apply_each(&self, batch: &Batch) -> Result<(ApplyOutcome, Vec<Refused>)> {
+        let (pending, refused) = self.submit_each(batch)?;
+        Ok((self.shared.commit.wait(pending)?, refused))
     }
 
     /// The first half of [`Engine::apply`]: validates, logs and applies the batch
@@ -164,7 +187,47 @@ impl Engine {
     /// server uses this to keep one connection's pipelined batches in order while
     /// they share a single fsync.
     pub fn submit(&self, batch: &Batch) -> Result<Pending> {
-        self.shared.submit(batch)
+        self.shared
+            .submit(batch, Validation::Strict, &mut Vec::new())
+    }
+
+    /// The first half of [`Engine::apply_each`]: like [`Engine::submit`] with
+    /// per-event validation; the refused events come back at once, the outcome
+    /// once [`Engine::wait`] or [`Engine::durable`] resolves the [`Pending`].
+    pub fn submit_each(&self, batch: &Batch) -> Result<(Pending, Vec<Refused>)> {
+        let mut refused = Vec::new();
+        let pending = self
+            .shared
+            .submit(batch, Validation::PerEvent, &mut refused)?;
+        Ok((pending, refused))
+    }
+
+    /// Checks an event time against the minimum time, the allowed skew and the
+    /// retention, as a batch is checked: lets a caller refuse an event before
+    /// it creates its series (see [`Engine::series_id`]). `None` is "now".
+    pub fn check_time(&self, ts: Option<i64>) -> std::result::Result<(), Reason> {
+        let o = &self.shared.opts;
+        let now = o.clock.now_ms();
+        let ts = ts.unwrap_or(now);
+        if ts > now.saturating_add(o.max_future_skew_ms) {
+            Err(Reason::TooFarInFuture {
+                ts,
+                now,
+                skew_ms: o.max_future_skew_ms,
+            })
+        } else if ts < o.min_event_ms {
+            Err(Reason::TooEarly {
+                ts,
+                min_ms: o.min_event_ms,
+            })
+        } else if o.retention.coverage(ts, now) == 0 {
+            Err(Reason::TooOld {
+                ts,
+                oldest: o.retention.oldest_accepted(now),
+            })
+        } else {
+            Ok(())
+        }
     }
 
     /// The second half of [`Engine::apply`]: blocks until the submitted batch is

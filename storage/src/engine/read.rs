@@ -90,9 +90,9 @@ impl Shared {
                 }
                 for i in 0..selected {
                     let id = sums.ids()[i];
-                    let (mut sum, mut count) = (0i64, 0u64);
+                    let (mut sum, mut count) = (0i128, 0u64);
                     mem.scan(id, p.tier, p.from_bucket, p.to_bucket, &mut |_, c| {
-                        sum = sum.wrapping_add(c.sum);
+                        sum += i128::from(c.sum);
                         count = count.wrapping_add(c.count);
                     });
                     sums.add_slot(i, sum, count);
@@ -145,42 +145,51 @@ impl Shared {
         if r.groups.len().saturating_mul(points) > 10_000_000 {
             return Err(Error::InvalidQuery(format!("{} groups x {points} points is too large an answer; narrow the selector or widen the step", r.groups.len())));
         }
-        let mut cells: Vec<Vec<Option<Cell>>> = vec![vec![None; points]; r.groups.len()];
+        let mut cells: Vec<Vec<Option<WideCell>>> = vec![vec![None; points]; r.groups.len()];
         self.scan(&r.ids, &p, &mut |i, tier, b, c| {
             let k = (tier.start_of(b) - start).div_euclid(step);
             if let Some(slot) = cells[r.group_of[i]].get_mut(k as usize) {
                 match slot {
                     Some(acc) => acc.merge(c),
-                    None => *slot = Some(*c),
+                    None => *slot = Some(WideCell::of(c)),
                 }
             }
         })?;
         let secs = step as f64 / 1000.0;
-        let mut groups: Vec<Group> = r
-            .groups
-            .into_iter()
-            .zip(cells)
-            .map(|(labels, cells)| {
-                let points = cells
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(k, c)| {
-                        let t = start + k as i64 * step;
-                        let v = match (q.agg, c) {
-                            (Agg::Sum, c) => Value::Int(c.map_or(0, |c| c.sum)),
-                            (Agg::Count, c) => Value::Int(c.map_or(0, |c| c.count as i64)),
-                            (Agg::Rate, c) => Value::Float(c.map_or(0, |c| c.sum) as f64 / secs),
-                            (_, None) => return None,
-                            (Agg::Avg, Some(c)) => Value::Float(c.avg()?),
-                            (Agg::Min, Some(c)) => Value::Int(c.min),
-                            (Agg::Max, Some(c)) => Value::Int(c.max),
-                        };
-                        Some((t, v))
-                    })
-                    .collect();
-                Group { labels, points }
-            })
-            .collect();
+        let point = |k: usize, c: &Option<WideCell>| -> Result<Option<(i64, Value)>> {
+            let t = start + k as i64 * step;
+            let too_large = |value: i128| Error::TotalOverflow {
+                what: "range point",
+                value,
+            };
+            let v = match (q.agg, c) {
+                (Agg::Sum, c) => {
+                    let sum = c.map_or(0, |c| c.sum);
+                    Value::Int(i64::try_from(sum).map_err(|_| too_large(sum))?)
+                }
+                (Agg::Count, c) => {
+                    let count = c.map_or(0, |c| c.count);
+                    let wide = i128::try_from(count).unwrap_or(i128::MAX);
+                    Value::Int(i64::try_from(count).map_err(|_| too_large(wide))?)
+                }
+                (Agg::Rate, c) => Value::Float(c.map_or(0.0, |c| c.sum as f64) / secs),
+                (_, None) => return Ok(None),
+                (Agg::Avg, Some(c)) => Value::Float(c.sum as f64 / c.count as f64),
+                (Agg::Min, Some(c)) => Value::Int(c.min),
+                (Agg::Max, Some(c)) => Value::Int(c.max),
+            };
+            Ok(Some((t, v)))
+        };
+        let mut groups = Vec::with_capacity(r.groups.len());
+        for (labels, cells) in r.groups.into_iter().zip(cells) {
+            let mut points = Vec::new();
+            for (k, c) in cells.iter().enumerate() {
+                if let Some(p) = point(k, c)? {
+                    points.push(p);
+                }
+            }
+            groups.push(Group { labels, points });
+        }
         groups.sort_by(|a, b| a.labels.cmp(&b.labels));
         Ok(RangeResult {
             step,
@@ -213,6 +222,7 @@ impl Shared {
         let mut sums = Sums::new(resolve_ids(&read(&self.dict), selector));
         self.scan_sums(&p, access, &mut sums)?;
         let (sum, count) = sums.total();
+        let (sum, count) = crate::sweep::narrow("total", sum, count)?;
         Ok(TotalResult {
             sum,
             count,
@@ -248,18 +258,23 @@ impl Shared {
         } = resolve_groups(&read(&self.dict), selector, selector.group_by());
         let mut sums = Sums::new(ids);
         self.scan_sums(&p, access, &mut sums)?;
-        let mut totals = vec![(0i64, 0u64); groups.len()];
+        // Exact in i128 (each series' sum is a sum of i64 cells); a group whose total
+        // does not fit the answer is an error, never a wrapped number.
+        let mut totals = vec![(0i128, 0u128); groups.len()];
         for (i, s) in sums.sums().iter().enumerate() {
             if let Some(t) = group_of.get(i).and_then(|g| totals.get_mut(*g)) {
-                t.0 = t.0.wrapping_add(s.0);
-                t.1 = t.1.wrapping_add(s.1);
+                t.0 += s.0;
+                t.1 += s.1;
             }
         }
         let mut groups: Vec<TotalGroup> = groups
             .into_iter()
             .zip(totals)
-            .map(|(labels, (sum, count))| TotalGroup { labels, sum, count })
-            .collect();
+            .map(|(labels, (sum, count))| {
+                let (sum, count) = crate::sweep::narrow("total", sum, count)?;
+                Ok(TotalGroup { labels, sum, count })
+            })
+            .collect::<Result<_>>()?;
         groups.sort_by(|a, b| a.labels.cmp(&b.labels));
         Ok(TotalGroupsResult {
             groups,
@@ -308,7 +323,7 @@ impl Shared {
         } = r;
         let mut sums = Sums::new(ids);
         self.scan_sums(&p, access, &mut sums)?;
-        let mut entries: Vec<(i64, u64, usize)> = if by.is_empty() {
+        let mut entries: Vec<(i128, u128, usize)> = if by.is_empty() {
             sums.sums()
                 .iter()
                 .enumerate()
@@ -316,11 +331,11 @@ impl Shared {
                 .map(|(i, s)| (s.0, s.1, i))
                 .collect()
         } else {
-            let mut g = vec![(0i64, 0u64); groups.len()];
+            let mut g = vec![(0i128, 0u128); groups.len()];
             for (i, s) in sums.sums().iter().enumerate() {
                 let e = &mut g[group_of[i]];
-                e.0 = e.0.wrapping_add(s.0);
-                e.1 = e.1.wrapping_add(s.1);
+                e.0 += s.0;
+                e.1 += s.1;
             }
             g.into_iter()
                 .enumerate()
@@ -341,7 +356,7 @@ impl Shared {
         };
         // Largest sums first, ties by name: the same order decides which
         // entries make the cut and how they are listed.
-        let order = |a: &(i64, u64, usize), b: &(i64, u64, usize)| {
+        let order = |a: &(i128, u128, usize), b: &(i128, u128, usize)| {
             b.0.cmp(&a.0).then_with(|| name_of(a.2).cmp(name_of(b.2)))
         };
         let n = q.n.min(entries.len());
@@ -358,14 +373,17 @@ impl Shared {
         }
         entries.truncate(n);
         entries.sort_by(order);
-        let entries: Vec<TopEntry> = entries
+        let entries = entries
             .into_iter()
-            .map(|(sum, count, i)| TopEntry {
-                name: name_of(i).to_string(),
-                sum,
-                count,
+            .map(|(sum, count, i)| {
+                let (sum, count) = crate::sweep::narrow("top entry", sum, count)?;
+                Ok(TopEntry {
+                    name: name_of(i).to_string(),
+                    sum,
+                    count,
+                })
             })
-            .collect();
+            .collect::<Result<Vec<TopEntry>>>()?;
         Ok(TopResult {
             entries,
             provenance: Provenance {
@@ -376,5 +394,45 @@ impl Shared {
                 series: sums.ids().len(),
             },
         })
+    }
+}
+
+/// A point's cells merged exactly: the sum and count over many series and
+/// buckets may pass `i64`, which an answer then reports as
+/// [`Error::TotalOverflow`] instead of wrapping.
+#[derive(Debug, Clone, Copy)]
+struct WideCell {
+    sum: i128,
+    count: u128,
+    min: i64,
+    max: i64,
+}
+
+impl Default for WideCell {
+    fn default() -> Self {
+        WideCell {
+            sum: 0,
+            count: 0,
+            min: i64::MAX,
+            max: i64::MIN,
+        }
+    }
+}
+
+impl WideCell {
+    fn of(c: &Cell) -> WideCell {
+        WideCell {
+            sum: i128::from(c.sum),
+            count: u128::from(c.count),
+            min: c.min,
+            max: c.max,
+        }
+    }
+
+    fn merge(&mut self, c: &Cell) {
+        self.sum += i128::from(c.sum);
+        self.count += u128::from(c.count);
+        self.min = self.min.min(c.min);
+        self.max = self.max.max(c.max);
     }
 }

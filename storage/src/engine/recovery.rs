@@ -114,6 +114,7 @@ pub(super) fn open(dir: &Path, opts: Options) -> Result<Shared> {
         dedup,
         logged_series: dict.len(),
         scratch: Vec::new(),
+        ledger: Default::default(),
     };
     let commit = GroupCommit::new(write_state, last_lsn, opts.fsync, Arc::clone(&opts.fs));
     Ok(Shared {

@@ -175,7 +175,14 @@ fn apply(engine: &Engine, clock: &ManualClock, ids: &[u32], op: &Op) -> Result<(
         }
     }
     if !batch.events.is_empty() {
-        engine.apply(&batch)?;
+        match engine.apply(&batch) {
+            // Extreme deltas: a batch that could overflow a cell is refused
+            // whole and changes nothing, which the comparison covers too.
+            Err(crate::Error::CellOverflow { .. }) => {}
+            other => {
+                other?;
+            }
+        }
     }
     Ok(())
 }
@@ -201,6 +208,8 @@ proptest! {
                 day_ms: Some(10 * DAY_MS),
             },
             max_future_skew_ms: 10 * MINUTE_MS,
+            // The clock starts in 1972.
+            min_event_ms: i64::MIN,
             ..Options::default()
         };
         let engine = Engine::open("db", opts).expect("open");
@@ -216,12 +225,19 @@ proptest! {
         for (back, len) in windows {
             let (from, to) = (now - back, now - back + len);
             for (selector, by_label) in selectors() {
-                let lookup = s.total(&selector, from, to, Access::Lookup).expect("total");
-                prop_assert_eq!(s.total(&selector, from, to, Access::Sweep).expect("total"), lookup);
-                prop_assert_eq!(s.total(&selector, from, to, Access::Auto).expect("total"), lookup);
+                // Totals past i64 are the same error either way.
+                let total = |a| s.total(&selector, from, to, a).map_err(|e| e.to_string());
+                let lookup = total(Access::Lookup);
+                prop_assert_eq!(total(Access::Sweep), lookup.clone());
+                prop_assert_eq!(total(Access::Auto), lookup);
                 let q = TopQuery { selector: selector.clone(), from, to, n, by_label: by_label.clone() };
-                let lookup = s.top(&q, Access::Lookup).expect("top");
-                prop_assert_eq!(&s.top(&q, Access::Sweep).expect("top"), &lookup);
+                let top = |a| s.top(&q, a).map_err(|e| e.to_string());
+                let lookup = top(Access::Lookup);
+                prop_assert_eq!(&top(Access::Sweep), &lookup);
+                let Ok(lookup) = lookup else {
+                    // An entry past i64: the same error both ways.
+                    continue;
+                };
                 if by_label.is_none() {
                     // The ranking: largest sums first, ties by name, from
                     // one-series totals.

@@ -5,13 +5,19 @@
 
 use std::sync::atomic::Ordering;
 
+use std::sync::Arc;
+
+use crate::cell::Cell;
 use crate::dedup::{AppliedSeq, DedupState, EventId, SeqCheck};
 use crate::error::{Error, Result};
 use crate::options::FsyncPolicy;
+use crate::segment::BlockScratch;
 use crate::time::Retention;
+use crate::time::Tier;
 use crate::wal::commit::{LogState, Pending, WAL_BUFFER_WRITE_BYTES};
 use crate::wal::{self, BatchHeader, LoggedEvent, ProducerMark};
 
+use super::ledger::{DayMass, Ledger};
 use super::state::{read, write, Shared};
 
 /// One increment to apply.
@@ -57,6 +63,80 @@ pub struct ApplyOutcome {
     /// True when the producer sequence was already applied: nothing was counted
     /// now; `applied` and `duplicates` repeat the original batch's counts.
     pub duplicate_batch: bool,
+    /// Events refused one by one (per-event validation only; their reasons are
+    /// returned beside the outcome). `applied + duplicates + refused` is the
+    /// number of events sent, also for a retried batch.
+    pub refused: u32,
+}
+
+/// How a batch is validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Validation {
+    /// All or nothing: the first invalid event fails the whole batch.
+    #[default]
+    Strict,
+    /// Per event: invalid events are refused one by one, with a reason, and
+    /// the valid ones are applied together.
+    PerEvent,
+}
+
+/// Why one event was refused by per-event validation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// The series id was never issued.
+    UnknownSeries {
+        /// The id.
+        id: u32,
+    },
+    /// Older than every tier's retention.
+    TooOld {
+        /// The event's timestamp (ms).
+        ts: i64,
+        /// The oldest timestamp accepted now.
+        oldest: i64,
+    },
+    /// Before the minimum event time.
+    TooEarly {
+        /// The event's timestamp (ms).
+        ts: i64,
+        /// The configured minimum.
+        min_ms: i64,
+    },
+    /// Further ahead than the allowed clock skew.
+    TooFarInFuture {
+        /// The event's timestamp (ms).
+        ts: i64,
+        /// The engine's clock.
+        now: i64,
+        /// The configured skew.
+        skew_ms: i64,
+    },
+}
+
+impl Reason {
+    /// The engine error this reason stands for, for event `index`.
+    pub fn to_error(self, index: usize) -> Error {
+        match self {
+            Reason::UnknownSeries { id } => Error::UnknownSeriesId { index, id },
+            Reason::TooOld { ts, oldest } => Error::TooOld { index, ts, oldest },
+            Reason::TooEarly { ts, min_ms } => Error::TooEarly { index, ts, min_ms },
+            Reason::TooFarInFuture { ts, now, skew_ms } => Error::TooFarInFuture {
+                index,
+                ts,
+                now,
+                skew_ms,
+            },
+        }
+    }
+}
+
+/// One event refused by per-event validation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refused {
+    /// Position of the event in its batch.
+    pub index: usize,
+    /// Why.
+    pub reason: Reason,
 }
 
 /// What the write lock guards: the WAL buffer and positions, and the state
@@ -70,6 +150,8 @@ pub(crate) struct WriteState {
     pub(crate) logged_series: u32,
     /// The events of the batch being logged, kept to reuse the allocation.
     pub(crate) scratch: Vec<LoggedEvent>,
+    /// Per series and day bounds that keep every cell inside `i64`.
+    pub(crate) ledger: Ledger,
 }
 
 impl AsMut<LogState> for WriteState {
@@ -82,6 +164,7 @@ impl AsMut<LogState> for WriteState {
 struct Limits<'a> {
     now: i64,
     skew: i64,
+    min_ts: i64,
     retention: &'a Retention,
     /// Series ids issued so far.
     known: u32,
@@ -95,8 +178,15 @@ struct Deduped {
 }
 
 impl Shared {
-    /// Validates, logs and applies `batch` without waiting for durability.
-    pub(crate) fn submit(&self, batch: &Batch) -> Result<Pending> {
+    /// Validates, logs and applies `batch` without waiting for durability;
+    /// per-event refusals are pushed to `refused` (only under
+    /// [`Validation::PerEvent`]; strict validation fails the batch instead).
+    pub(crate) fn submit(
+        &self,
+        batch: &Batch,
+        mode: Validation,
+        refused: &mut Vec<Refused>,
+    ) -> Result<Pending> {
         if batch.events.len() > self.opts.max_batch_events {
             return Err(Error::BatchTooLarge {
                 events: batch.events.len(),
@@ -106,6 +196,7 @@ impl Shared {
         let limits = Limits {
             now: self.opts.clock.now_ms(),
             skew: self.opts.max_future_skew_ms,
+            min_ts: self.opts.min_event_ms,
             retention: &self.opts.retention,
             known: read(&self.dict).len(),
         };
@@ -117,7 +208,14 @@ impl Shared {
         if let Some(retry) = check_producer(&ws, batch)? {
             return Ok(retry);
         }
-        let mut events = check_events(&mut ws, batch, &limits)?;
+        let first_refused = refused.len();
+        let mut events = check_events(&mut ws, batch, &limits, mode, refused)?;
+        let refused_now = (refused.len() - first_refused) as u32;
+        if let Err(e) = self.check_overflow(&mut ws, &events, &refused[first_refused..]) {
+            ws.scratch = events;
+            refused.truncate(first_refused);
+            return Err(e);
+        }
         let deduped = self.drop_seen_ids(&mut ws, &mut events, limits.now);
         let applied = events.len() as u32;
         if events.is_empty() && batch.producer.is_none() {
@@ -129,6 +227,7 @@ impl Shared {
                     applied: 0,
                     duplicates: deduped.duplicates,
                     duplicate_batch: false,
+                    refused: refused_now,
                 },
             });
         }
@@ -156,8 +255,70 @@ impl Shared {
                 applied,
                 duplicates: deduped.duplicates,
                 duplicate_batch: false,
+                refused: refused_now,
             },
         })
+    }
+
+    /// Refuses the batch whole if counting its events could overflow any cell
+    /// (see [`super::ledger`]); otherwise records their mass.
+    /// `refused` are the batch's refused events, left out of `events`.
+    fn check_overflow(
+        &self,
+        ws: &mut WriteState,
+        events: &[LoggedEvent],
+        refused: &[Refused],
+    ) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let ledger = &mut ws.ledger;
+        ledger.begin();
+        let mut load = |series: u32, day: i64| self.day_mass(series, day);
+        for (index, e) in events.iter().enumerate() {
+            if let Err(o) = ledger.add(index, e.series, e.ts, e.delta, &mut load)? {
+                ledger.rollback();
+                let key = self
+                    .dict_key(o.series)
+                    .unwrap_or_else(|| format!("#{}", o.series));
+                // `index` counts the valid events only; name the event by
+                // its position in the batch sent.
+                let mut index = index;
+                for r in refused {
+                    if r.index <= index {
+                        index += 1;
+                    }
+                }
+                return Err(super::ledger::overflow_error(
+                    super::ledger::Overflow { index, ..o },
+                    key,
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The key of series `id`, if issued.
+    fn dict_key(&self, id: u32) -> Option<String> {
+        read(&self.dict).key(id).map(|k| k.as_str().to_owned())
+    }
+
+    /// The mass bound of one day of one series from its stored day cells.
+    fn day_mass(&self, series: u32, day: i64) -> Result<DayMass> {
+        let t = read(&self.tables);
+        let mut mass = DayMass::default();
+        let mut add = |_: i64, c: &Cell| mass = mass.plus(DayMass::of_cell(c));
+        t.active.scan(series, Tier::Day, day, day + 1, &mut add);
+        for f in &t.version.frozen {
+            f.mem.scan(series, Tier::Day, day, day + 1, &mut add);
+        }
+        let mut scratch = BlockScratch::with_shared(Arc::clone(&self.blocks));
+        for seg in &t.version.segments {
+            if seg.meta().tier == Tier::Day {
+                seg.scan_series(series, day, day + 1, &mut scratch, &mut add)?;
+            }
+        }
+        Ok(mass)
     }
 
     /// Drops the events whose id was seen inside the dedup window, remembering
@@ -273,6 +434,9 @@ fn check_producer(ws: &WriteState, batch: &Batch) -> Result<Option<Pending>> {
                 applied: original.applied,
                 duplicates: original.duplicates,
                 duplicate_batch: true,
+                refused: (batch.events.len() as u32)
+                    .saturating_sub(original.applied)
+                    .saturating_sub(original.duplicates),
             },
         })),
         Some(SeqCheck::TooOld { oldest }) => Err(Error::SequenceTooOld {
@@ -283,13 +447,16 @@ fn check_producer(ws: &WriteState, batch: &Batch) -> Result<Option<Pending>> {
     }
 }
 
-/// Checks every event (known series, not too far in the future, inside some
-/// tier's retention) and resolves its time and tiers; the first bad event
-/// fails the batch.
+/// Checks every event (known series, not before the minimum time, not too
+/// far in the future, inside some tier's retention) and resolves its time and
+/// tiers. Strict: the first bad event fails the batch. Per event: bad events
+/// are pushed to `refused` and left out.
 fn check_events(
     ws: &mut WriteState,
     batch: &Batch,
     limits: &Limits<'_>,
+    mode: Validation,
+    refused: &mut Vec<Refused>,
 ) -> Result<Vec<LoggedEvent>> {
     let mut events = std::mem::take(&mut ws.scratch);
     events.clear();
@@ -298,22 +465,23 @@ fn check_events(
     let cutoffs = limits.retention.cutoffs(now);
     for (index, e) in batch.events.iter().enumerate() {
         let checked = if e.series >= limits.known {
-            Err(Error::UnknownSeriesId {
-                index,
-                id: e.series,
-            })
+            Err(Reason::UnknownSeries { id: e.series })
         } else {
             let ts = e.ts.unwrap_or(now);
             if ts > now.saturating_add(limits.skew) {
-                Err(Error::TooFarInFuture {
-                    index,
+                Err(Reason::TooFarInFuture {
                     ts,
                     now,
                     skew_ms: limits.skew,
                 })
+            } else if ts < limits.min_ts {
+                Err(Reason::TooEarly {
+                    ts,
+                    min_ms: limits.min_ts,
+                })
             } else {
                 match Retention::coverage_at(&cutoffs, ts) {
-                    0 => Err(Error::TooOld { index, ts, oldest }),
+                    0 => Err(Reason::TooOld { ts, oldest }),
                     coverage => Ok(LoggedEvent {
                         series: e.series,
                         ts,
@@ -324,11 +492,12 @@ fn check_events(
                 }
             }
         };
-        match checked {
-            Ok(logged) => events.push(logged),
-            Err(err) => {
+        match (checked, mode) {
+            (Ok(logged), _) => events.push(logged),
+            (Err(reason), Validation::PerEvent) => refused.push(Refused { index, reason }),
+            (Err(reason), Validation::Strict) => {
                 ws.scratch = events;
-                return Err(err);
+                return Err(reason.to_error(index));
             }
         }
     }

@@ -303,8 +303,8 @@ impl Segment {
         from: i64,
         to: i64,
         scratch: &mut BlockScratch,
-    ) -> Result<(i64, u64)> {
-        let (mut sum, mut count) = (0i64, 0u64);
+    ) -> Result<(i128, u64)> {
+        let (mut sum, mut count) = (0i128, 0u64);
         if from >= to || to <= self.meta.min_bucket || from > self.meta.max_bucket {
             return Ok((sum, count));
         }
@@ -316,7 +316,7 @@ impl Segment {
             let b = *b;
             let bad = |reason: String| Error::corrupt(&self.path, b.offset, reason);
             let (s, n) = scratch.runs(self, i)?.sum(series, from, to).map_err(bad)?;
-            sum = sum.wrapping_add(s);
+            sum += s;
             count = count.wrapping_add(n);
             if (b.last_series, b.last_bucket) >= (series, to) {
                 break;

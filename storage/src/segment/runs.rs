@@ -15,8 +15,8 @@ fn sum_cells(
     shapes: &[u8],
     counts: &[u8],
     values: &[u8],
-) -> std::result::Result<(i64, u64), String> {
-    let (mut sum, mut count) = (0i64, 0u64);
+) -> std::result::Result<(i128, u64), String> {
+    let (mut sum, mut count) = (0i128, 0u64);
     // The common shapes of counters: unit or uniform cells whose counts and
     // deltas are one-byte varints (as many bytes as cells, as many value bytes
     // as uniform cells): a byte-wise loop with no varint decoding.
@@ -37,7 +37,7 @@ fn sum_cells(
                 1
             };
             at += usize::from(uniform);
-            sum = sum.wrapping_add(d.wrapping_mul(i64::from(n)));
+            sum += i128::from(d) * i128::from(n);
             count = count.wrapping_add(u64::from(n));
         }
         return Ok((sum, count));
@@ -48,17 +48,18 @@ fn sum_cells(
     for &shape in shapes {
         let n = counts.uvarint().map_err(e)?;
         let s = match shape {
-            SHAPE_UNIT => n as i64,
-            SHAPE_UNIFORM => values.ivarint().map_err(e)?.wrapping_mul(n as i64),
+            SHAPE_UNIT => i128::from(n),
+            // A uniform cell's sum is stored as delta × count, which fits i64.
+            SHAPE_UNIFORM => i128::from(values.ivarint().map_err(e)?.wrapping_mul(n as i64)),
             SHAPE_GENERAL => {
                 let s = values.ivarint().map_err(e)?;
                 values.ivarint().map_err(e)?;
                 values.ivarint().map_err(e)?;
-                s
+                i128::from(s)
             }
             other => return Err(format!("unknown cell shape {other}")),
         };
-        sum = sum.wrapping_add(s);
+        sum += s;
         count = count.wrapping_add(n);
     }
     Ok((sum, count))
@@ -238,7 +239,7 @@ impl BlockRuns {
 
     /// Sum and count of the cells of `series` in the block with bucket in
     /// `from..to`: the same cells [`scan`](Self::scan) visits, summed in place.
-    pub fn sum(&self, series: u32, from: i64, to: i64) -> std::result::Result<(i64, u64), String> {
+    pub fn sum(&self, series: u32, from: i64, to: i64) -> std::result::Result<(i128, u64), String> {
         let Ok(k) = self.runs.binary_search_by_key(&series, |r| r.series) else {
             return Ok((0, 0));
         };
@@ -246,10 +247,10 @@ impl BlockRuns {
     }
 
     /// Sum and count of the cells of run `k` with bucket in `from..to`.
-    fn sum_run(&self, k: usize, from: i64, to: i64) -> std::result::Result<(i64, u64), String> {
-        let (mut sum, mut count) = (0i64, 0u64);
+    fn sum_run(&self, k: usize, from: i64, to: i64) -> std::result::Result<(i128, u64), String> {
+        let (mut sum, mut count) = (0i128, 0u64);
         self.scan_run(k, from, to, &mut |_, c: &Cell| {
-            sum = sum.wrapping_add(c.sum);
+            sum += i128::from(c.sum);
             count = count.wrapping_add(c.count);
         })?;
         Ok((sum, count))
@@ -305,7 +306,7 @@ impl BlockRuns {
                     }
                     count
                 };
-                (count as i64, count)
+                (i128::from(count), count)
             } else {
                 let shapes = self
                     .raw

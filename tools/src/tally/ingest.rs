@@ -19,9 +19,22 @@
 //! Each line is checked before it is sent (series key rules, numbers, id length). By
 //! default the first bad line stops the run: the events of the lines before it are
 //! sent, nothing after it, and the error names the line so the rest can be resumed
-//! (`tail -n +LINE`). With `--skip-bad` bad lines are reported and skipped. A batch
-//! the server refuses (e.g. a timestamp past its retention) stops the run with the
-//! lines that batch held.
+//! (`tail -n +LINE`). With `--skip-bad` bad lines are reported and skipped.
+//!
+//! The server validates each event on its own: a line it refuses (a timestamp
+//! before its minimum event time, past its retention or too far ahead) is reported
+//! with its line number and reason, the other lines of its batch are applied, and
+//! the run goes on; the summary counts the refused lines and the exit code is 1 when
+//! there were any.
+//!
+//! # Stops
+//!
+//! When a batch fails as a whole (the server down for longer than the retries, an
+//! overflow), no new batch is sent, the batches in flight are waited for, and the
+//! message says exactly which lines were applied, which were not counted, which
+//! may or may not have been (a connection lost with the batch in flight), and
+//! gives a command that sends exactly the lines not counted, so a resumed run never
+//! counts a line twice.
 //!
 //! # Sending
 //!
@@ -158,6 +171,15 @@ fn parse_ts_text(t: &str) -> Result<Option<i64>, String> {
 }
 
 impl LineParser {
+    /// True once a CSV header line was read (it names the columns).
+    pub fn saw_header(&self) -> bool {
+        self.format == InputFormat::Csv
+            && self
+                .columns
+                .as_deref()
+                .is_some_and(|c| c != [Col::Ts, Col::Series, Col::Delta, Col::Id])
+    }
+
     /// A parser for `format`.
     pub fn new(format: InputFormat) -> LineParser {
         LineParser {
@@ -312,6 +334,8 @@ pub struct Summary {
     pub skipped_lines: u64,
     /// Wall time, ms.
     pub elapsed_ms: u64,
+    /// Lines (events) the server refused one by one.
+    pub refused: u64,
 }
 
 impl Summary {
@@ -332,6 +356,7 @@ impl Summary {
                 Column::new("skipped_lines"),
                 Column::new("elapsed_s"),
                 Column::new("events_per_s"),
+                Column::new("refused"),
             ],
             rows: vec![vec![
                 Cell::Int(self.events as i64),
@@ -341,6 +366,7 @@ impl Summary {
                 Cell::Int(self.skipped_lines as i64),
                 Cell::Float(self.elapsed_ms as f64 / 1000.0),
                 Cell::Float(self.rate().round()),
+                Cell::Int(self.refused as i64),
             ]],
             ..Report::default()
         }
@@ -353,13 +379,31 @@ struct LineBatch {
     first_line: u64,
     last_line: u64,
     events: Vec<InputEvent>,
+    /// The input line of each event.
+    lines: Vec<u64>,
+}
+
+impl LineBatch {
+    fn empty(first_line: u64, capacity: usize) -> LineBatch {
+        LineBatch {
+            first_line,
+            last_line: first_line.saturating_sub(1),
+            events: Vec::with_capacity(capacity),
+            lines: Vec::with_capacity(capacity),
+        }
+    }
 }
 
 /// What the reader thread sends.
 #[derive(Debug)]
 enum Msg {
     Batch(LineBatch),
-    Skipped { line: u64, message: String },
+    Skipped {
+        line: u64,
+        message: String,
+    },
+    /// The input's first line is a CSV header.
+    Header,
     Stop(Error),
     Progress(u64),
 }
@@ -374,11 +418,7 @@ fn read_lines(
     tx: &tokio::sync::mpsc::Sender<Msg>,
 ) {
     let mut parser = LineParser::new(opts.format);
-    let mut batch = LineBatch {
-        first_line: 1,
-        last_line: 0,
-        events: Vec::with_capacity(batch_size),
-    };
+    let mut batch = LineBatch::empty(1, batch_size);
     let mut bytes: u64 = 0;
     let mut line_no: u64 = 0;
     let mut buf = String::new();
@@ -392,11 +432,7 @@ fn read_lines(
             Err(e) => {
                 let _ = send(Msg::Batch(std::mem::replace(
                     &mut batch,
-                    LineBatch {
-                        first_line: 0,
-                        last_line: 0,
-                        events: Vec::new(),
-                    },
+                    LineBatch::empty(0, 0),
                 )));
                 let _ = send(Msg::Stop(Error::Input(format!(
                     "{}: reading line {}: {e}",
@@ -414,21 +450,20 @@ fn read_lines(
                 }
                 batch.last_line = line_no;
                 batch.events.push(ev);
+                batch.lines.push(line_no);
                 if batch.events.len() >= batch_size {
-                    let full = std::mem::replace(
-                        &mut batch,
-                        LineBatch {
-                            first_line: line_no + 1,
-                            last_line: line_no,
-                            events: Vec::with_capacity(batch_size),
-                        },
-                    );
+                    let full =
+                        std::mem::replace(&mut batch, LineBatch::empty(line_no + 1, batch_size));
                     if !send(Msg::Batch(full)) || !send(Msg::Progress(bytes)) {
                         return;
                     }
                 }
             }
-            Ok(None) => {}
+            Ok(None) => {
+                if line_no == 1 && parser.saw_header() && !send(Msg::Header) {
+                    return;
+                }
+            }
             Err(message) if opts.skip_bad => {
                 if !send(Msg::Skipped {
                     line: line_no,
@@ -440,11 +475,7 @@ fn read_lines(
             Err(message) => {
                 let _ = send(Msg::Batch(std::mem::replace(
                     &mut batch,
-                    LineBatch {
-                        first_line: 0,
-                        last_line: 0,
-                        events: Vec::new(),
-                    },
+                    LineBatch::empty(0, 0),
                 )));
                 let resume = if opts.name == "-" {
                     String::new()
@@ -471,6 +502,112 @@ fn read_lines(
         let _ = send(Msg::Batch(batch));
     }
     let _ = send(Msg::Progress(bytes));
+}
+
+/// `e` with `more` appended to its message.
+fn with_context(e: Error, more: &str) -> Error {
+    match e {
+        Error::Server(m) => Error::Server(format!("{m}{more}")),
+        Error::Input(m) => Error::Input(format!("{m}{more}")),
+        other => Error::Server(format!("{other}{more}")),
+    }
+}
+
+/// Which lines of a run went where, to say exactly what a stopped run did.
+#[derive(Debug, Default)]
+struct LineLedger {
+    /// Line ranges of acknowledged batches.
+    applied: Vec<(u64, u64)>,
+    /// Line ranges of batches that failed with nothing counted.
+    lost: Vec<(u64, u64)>,
+    /// Line ranges of batches that may or may not have been counted.
+    unsure: Vec<(u64, u64)>,
+    /// Last line handed to a batch.
+    sent_through: u64,
+    /// The reader reached the end of the input.
+    read_all: bool,
+    /// The input starts with a CSV header line.
+    header: bool,
+    refused_reported: u64,
+}
+
+fn ranges(r: &[(u64, u64)]) -> String {
+    r.iter()
+        .map(|(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}..={b}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl LineLedger {
+    /// What a stopped run applied and how to resume it without counting a line
+    /// twice; `None` when nothing was sent out of order (every batch before the
+    /// stop was applied).
+    fn explain(&mut self, opts: &Options) -> Option<String> {
+        if self.lost.is_empty() && self.unsure.is_empty() {
+            return None;
+        }
+        for r in [&mut self.applied, &mut self.lost, &mut self.unsure] {
+            r.sort_unstable();
+        }
+        let mut m = String::from("\nwhat was counted: ");
+        if self.applied.is_empty() {
+            m.push_str("no line was applied");
+        } else {
+            m.push_str(&format!(
+                "lines {} were applied (less any refused lines reported above)",
+                ranges(&self.applied)
+            ));
+        }
+        let mut todo = self.lost.clone();
+        if !self.lost.is_empty() {
+            m.push_str(&format!("; lines {} were not counted", ranges(&self.lost)));
+        }
+        let unsent = (!self.read_all).then_some(self.sent_through + 1);
+        if let Some(from) = unsent {
+            m.push_str(&format!("; lines {from} to the end were not sent"));
+        }
+        if !self.unsure.is_empty() {
+            m.push_str(&format!(
+                "; lines {} may or may not have been counted (the connection was lost with them in flight): resend them only if their events carry event ids (the server skips ids it has seen within its dedup window), otherwise compare totals first",
+                ranges(&self.unsure)
+            ));
+        }
+        if todo.is_empty() && unsent.is_none() {
+            return Some(m);
+        }
+        let mut script: Vec<String> = Vec::new();
+        if self.header {
+            script.push("1p".into());
+        }
+        todo.sort_unstable();
+        script.extend(todo.iter().map(|(a, b)| format!("{a},{b}p")));
+        if let Some(from) = unsent {
+            script.push(format!("{from},$p"));
+        }
+        let format = match opts.format {
+            InputFormat::Csv => "csv",
+            InputFormat::Ndjson => "ndjson",
+        };
+        if opts.name == "-" {
+            m.push_str(&format!(
+                "\nto resume without counting a line twice, send exactly the lines not counted: sed -n '{}' INPUT | tally ingest - --format {format}",
+                script.join(";")
+            ));
+        } else {
+            m.push_str(&format!(
+                "\nto resume without counting a line twice, send exactly the lines not counted: sed -n '{}' {} | tally ingest - --format {format}",
+                script.join(";"),
+                opts.name
+            ));
+        }
+        Some(m)
+    }
 }
 
 async fn send_batch(
@@ -523,6 +660,7 @@ pub fn run(
     let mut summary = Summary::default();
     let mut failure: Option<Error> = None;
     let mut bytes_read = 0;
+    let mut ledger = LineLedger::default();
     runtime.block_on(async {
         let mut tasks: JoinSet<(LineBatch, tallydb_client::Result<IncrResult>)> = JoinSet::new();
         let mut reading = true;
@@ -530,9 +668,14 @@ pub fn run(
             let can_read = reading && failure.is_none() && tasks.len() < in_flight;
             tokio::select! {
                 msg = rx.recv(), if can_read => match msg {
-                    None => reading = false,
+                    None => {
+                        reading = false;
+                        ledger.read_all = true;
+                    }
+                    Some(Msg::Header) => ledger.header = true,
                     Some(Msg::Batch(b)) if b.events.is_empty() => {}
                     Some(Msg::Batch(b)) => {
+                        ledger.sent_through = ledger.sent_through.max(b.last_line);
                         tasks.spawn(send_batch(client.clone(), b));
                     }
                     Some(Msg::Progress(b)) => bytes_read = b,
@@ -557,8 +700,25 @@ pub fn run(
                             summary.events += b.events.len() as u64;
                             summary.applied += u64::from(r.applied);
                             summary.duplicates += u64::from(r.duplicates);
+                            summary.refused += u64::from(r.refused_count);
+                            for f in &r.refused {
+                                let line = b.lines.get(f.index as usize).copied().unwrap_or(0);
+                                ledger.refused_reported += 1;
+                                if ledger.refused_reported <= MAX_REPORTED {
+                                    progress.finish();
+                                    let _ = writeln!(err, "{}: line {line}: {} (refused)", opts.name, f.message);
+                                } else if ledger.refused_reported == MAX_REPORTED + 1 {
+                                    let _ = writeln!(err, "{}: more refused lines; only counting them now", opts.name);
+                                }
+                            }
+                            ledger.applied.push((b.first_line, b.last_line));
                         }
                         Some(Ok((b, Err(e)))) => {
+                            if e.maybe_applied() {
+                                ledger.unsure.push((b.first_line, b.last_line));
+                            } else {
+                                ledger.lost.push((b.first_line, b.last_line));
+                            }
                             if failure.is_none() {
                                 let maybe = if e.maybe_applied() {
                                     " (it may or may not have been counted)"
@@ -584,6 +744,17 @@ pub fn run(
             }
         }
     });
+    if let Some(f) = failure.take() {
+        failure = Some(match ledger.explain(opts) {
+            Some(more) => with_context(f, &more),
+            None => f,
+        });
+    } else if summary.refused > 0 {
+        failure = Some(Error::Server(format!(
+            "{}: the server refused {} line(s), reported above with their reasons; every other line was applied (fix the refused lines and send only them)",
+            opts.name, summary.refused
+        )));
+    }
     // Stops the reader if it is still going (its next send fails).
     drop(rx);
     let _ = reader.join();
@@ -674,5 +845,40 @@ mod tests {
         assert!(p
             .parse(&format!(r#"{{"series":"x","id":"{}"}}"#, "i".repeat(65)))
             .is_err());
+    }
+
+    #[test]
+    fn a_stop_says_which_lines_to_resend() {
+        let opts = Options {
+            format: InputFormat::Csv,
+            batch_size: 10,
+            in_flight: 2,
+            skip_bad: false,
+            quiet: true,
+            total_bytes: None,
+            name: "ev.csv".into(),
+        };
+        let mut l = LineLedger {
+            applied: vec![(22, 31), (2, 11)],
+            lost: vec![(12, 21)],
+            sent_through: 31,
+            header: true,
+            ..LineLedger::default()
+        };
+        let m = l.explain(&opts).expect("a stop to explain");
+        assert!(m.contains("lines 2..=11, 22..=31 were applied"), "{m}");
+        assert!(m.contains("lines 12..=21 were not counted"), "{m}");
+        assert!(m.contains("lines 32 to the end were not sent"), "{m}");
+        assert!(
+            m.contains("sed -n '1p;12,21p;32,$p' ev.csv | tally ingest - --format csv"),
+            "{m}"
+        );
+        let mut done = LineLedger {
+            applied: vec![(1, 5)],
+            sent_through: 5,
+            read_all: true,
+            ..LineLedger::default()
+        };
+        assert_eq!(done.explain(&opts), None);
     }
 }
