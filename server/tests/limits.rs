@@ -333,11 +333,15 @@ fn silent_sockets_at_the_connection_limit_lock_nobody_out() {
     assert!(took < SERVED_WITHIN, "a fresh client waited {took:?}");
     let (took, _a) = admin.expect("an admin is served beside silent sockets");
     assert!(took < SERVED_WITHIN, "an admin waited {took:?}");
-    // The oldest silent sockets made room: told BUSY and closed.
+    // The oldest silent socket is gone: told BUSY when it made room, or, on a machine
+    // slow enough that opening the others took past the handshake deadline, told
+    // UNAUTHENTICATED at that deadline. Either way it was answered and closed.
     let mut first = silent.remove(0);
-    assert_eq!(
-        read_frame(&mut first, &mut Vec::new()).unwrap(),
-        Some(Some(ErrorCode::Busy.code()))
+    let answer = read_frame(&mut first, &mut Vec::new()).unwrap();
+    assert!(
+        answer == Some(Some(ErrorCode::Busy.code()))
+            || answer == Some(Some(ErrorCode::Unauthenticated.code())),
+        "the oldest silent socket got {answer:?}, not BUSY or UNAUTHENTICATED"
     );
     println!("silent sockets: {DEFAULT_MAX_CONNECTIONS} open; a reader and an admin were served");
 }
